@@ -1,0 +1,74 @@
+"""Content-addressed caches (embeddings, judge answers) in their own DuckDB file.
+
+They live beside the store (`mined/cache.duckdb`), not inside the snapshot that a run swaps in at its
+end, because they must survive a run that is killed half way: every entry is committed as it arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+
+_DDL = """
+create table if not exists embedding_cache (
+    model varchar, text_hash varchar, embedding float[], primary key (model, text_hash));
+create table if not exists judge_cache (
+    key varchar primary key, model varchar, rubric_version varchar, answer json,
+    ok boolean, error varchar, prompt_tokens integer, completion_tokens integer,
+    created_at timestamp default current_timestamp);
+"""
+
+
+class Cache:
+    """One DuckDB file (or memory when `path` is None) holding every cache table."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path) if self.path else ":memory:")
+        self.con.execute(_DDL)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.con.close()
+
+    # embeddings ---------------------------------------------------------------------------------
+    def get_embeddings(self, model: str, hashes: pl.Series) -> pl.DataFrame:
+        """Cached rows (text_hash, embedding) for the hashes that are present."""
+        wanted = pl.DataFrame({"text_hash": hashes.unique()})
+        with self._lock:
+            return self.con.sql(
+                "select c.text_hash, c.embedding from embedding_cache c "
+                "join wanted w using (text_hash) where c.model = $model",
+                params={"model": model},
+            ).pl()
+
+    def put_embeddings(self, model: str, hashes: pl.Series, embeddings: np.ndarray) -> None:
+        frame = pl.DataFrame(
+            {"model": pl.Series([model] * len(hashes), dtype=pl.String), "text_hash": hashes}
+        ).with_columns(embedding=pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32)))
+        with self._lock:
+            self.con.execute("insert or ignore into embedding_cache select * from frame")
+
+    # judge answers ------------------------------------------------------------------------------
+    def get_judge(self, keys: pl.Series) -> pl.DataFrame:
+        """Cached judge rows for the keys that are present (successful answers and final failures)."""
+        wanted = pl.DataFrame({"key": keys.unique()})
+        with self._lock:
+            return self.con.sql(
+                "select c.* exclude (created_at) from judge_cache c join wanted w using (key)"
+            ).pl()
+
+    def put_judge(self, row: dict) -> None:
+        """Commit one judge answer at once, so a killed run never pays for it again."""
+        cols = ["key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens"]
+        with self._lock:
+            self.con.execute(
+                f"insert or replace into judge_cache ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+                [row.get(c) for c in cols],
+            )

@@ -1,0 +1,50 @@
+"""The `dsatkit` command line: assembles the command modules and turns user errors into one line."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from dsatkit.commands import detectors, mine, query, train
+from dsatkit.errors import DsatkitError
+from dsatkit.progress import console
+
+app = typer.Typer(
+    name="dsatkit",
+    help="Mine user dissatisfaction from chat logs into preference data; train DRIFT rounds on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for module in (mine, query, detectors, train):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point. `--debug` anywhere on the line shows tracebacks of user errors."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("DSATKIT_DEBUG"))
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="dsatkit", standalone_mode=False)
+    except DsatkitError as e:
+        if debug:
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        if e.hint:
+            console.print(f"[dim]hint: {e.hint}[/dim]", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        raise SystemExit(130) from None
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            raise SystemExit(e.exit_code) from None
+        raise

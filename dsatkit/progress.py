@@ -1,0 +1,48 @@
+"""Rich progress bars on a terminal, silence in CI and pipes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
+
+console = Console(stderr=True)
+
+
+def interactive() -> bool:
+    return sys.stderr.isatty() and not os.environ.get("CI") and not os.environ.get("DSATKIT_QUIET")
+
+
+class RateColumn(ProgressColumn):
+    """Items per second, in the unit the task names (`unit="texts"`)."""
+
+    def render(self, task: Task) -> Text:
+        unit = task.fields.get("unit", "it")
+        return Text(f"{task.speed:,.0f} {unit}/s" if task.speed else "", style="cyan")
+
+
+@contextmanager
+def progress() -> Iterator[Progress]:
+    """A progress display; disabled (no output at all) when stderr is not an interactive terminal."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        RateColumn(),
+    ]
+    with Progress(*columns, console=console, disable=not interactive()) as p:
+        yield p
