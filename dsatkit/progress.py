@@ -34,9 +34,20 @@ class RateColumn(ProgressColumn):
         return Text(f"{task.speed:,.0f} {unit}/s" if task.speed else "", style="cyan")
 
 
+_active: Progress | None = None
+
+
 @contextmanager
 def progress() -> Iterator[Progress]:
-    """A progress display; disabled (no output at all) when stderr is not an interactive terminal."""
+    """A progress display; disabled (no output at all) when stderr is not an interactive terminal.
+
+    Nested calls share the outermost display (rich allows one live display at a time), so a stage's
+    bar shows up under the bar of the run that called it.
+    """
+    global _active
+    if _active is not None:
+        yield _active
+        return
     columns = [
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -45,4 +56,8 @@ def progress() -> Iterator[Progress]:
         RateColumn(),
     ]
     with Progress(*columns, console=console, disable=not interactive()) as p:
-        yield p
+        _active = p
+        try:
+            yield p
+        finally:
+            _active = None

@@ -1,9 +1,101 @@
-"""CLI commands: mine."""
+"""`dsatkit mine`: chat logs -> DSAT records and preference pairs in a store directory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
+
+from dsatkit.progress import console
+
+
+def mine_command(
+    paths: Annotated[list[str], typer.Argument(help="log files, quoted globs ('logs/*.parquet') or directories")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="store directory to (re)write")] = Path("mined"),
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (MineConfig)")] = None,
+    fmt: Annotated[
+        Optional[str], typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")
+    ] = None,
+    detectors: Annotated[
+        Optional[str], typer.Option("--detectors", help="comma list: lexical,embedding,judge")
+    ] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="fused score at which an exchange is DSAT")] = None,
+    skip_bad_files: Annotated[
+        Optional[bool], typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
+    ] = None,
+    batch_rows: Annotated[Optional[int], typer.Option(help="conversations per batch")] = None,
+    embedding_model: Annotated[
+        Optional[str], typer.Option(help="sentence-transformers model name or path")
+    ] = None,
+    detector_dir: Annotated[
+        Optional[Path], typer.Option(help="classifier trained by `dsatkit detectors fit`")
+    ] = None,
+    judge_model: Annotated[Optional[str], typer.Option(help="model name at the judge endpoint")] = None,
+    judge_base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL")] = None,
+    judge_on: Annotated[Optional[str], typer.Option(help="all|candidates|uncertain")] = None,
+    judge_concurrency: Annotated[Optional[int], typer.Option(help="requests in flight")] = None,
+    judge_max_calls: Annotated[Optional[int], typer.Option(help="stop judging after this many calls")] = None,
+    redact: Annotated[
+        Optional[bool], typer.Option("--redact", help="mask e-mails, phones, keys, IPs before the judge")
+    ] = None,
+) -> None:
+    """Mine DSAT exchanges and preference pairs from chat logs into OUT/dsat.duckdb (+ parquet)."""
+    from dsatkit.config import MineConfig
+    from dsatkit.pipeline import mine
+
+    overrides = {
+        "read.format": fmt,
+        "read.skip_bad_files": skip_bad_files,
+        "read.batch_rows": batch_rows,
+        "fuse.threshold": threshold,
+        "embedding.model": embedding_model,
+        "embedding.detector_dir": str(detector_dir) if detector_dir else None,
+        "judge.model": judge_model,
+        "judge.base_url": judge_base_url,
+        "judge.judge_on": judge_on,
+        "judge.concurrency": judge_concurrency,
+        "judge.max_calls": judge_max_calls,
+        "judge.redact": redact,
+    }
+    if detectors is not None:
+        overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
+    elif judge_model is not None:
+        # naming a judge model switches the judge on next to the default detectors
+        overrides["detectors"] = ["lexical", "embedding", "judge"]
+    cfg = MineConfig.load(config, **overrides)
+    result = mine(paths, out, cfg)
+    print_summary(result.summary, out)
+
+
+def print_summary(summary, out: Path) -> None:
+    from rich.table import Table
+
+    s = summary
+    table = Table(title=f"dsatkit mine -> {out}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for label, value in (
+        ("files", s.files),
+        ("rows read", s.rows_read),
+        ("conversations", s.conversations),
+        ("exchanges (with feedback)", f"{s.exchanges:,} ({s.with_feedback:,})"),
+        ("quarantined rows", s.quarantined),
+        ("DSAT / SAT / neutral", f"{s.dsat:,} / {s.sat:,} / {s.neutral:,}"),
+        ("pairs (seed)", f"{s.pairs:,} ({s.seed_pairs:,})"),
+    ):
+        table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
+    for reason, n in s.quarantine_reasons.items():
+        table.add_row(f"  quarantine: {reason}", f"{n:,}")
+    for cat, n in s.dsat_by_category.items():
+        table.add_row(f"  dsat: {cat}", f"{n:,}")
+    for name, stats in s.detectors.items():
+        shown = ", ".join(f"{k}={v}" for k, v in stats.items() if v not in (None, 0, 0.0, False, {}))
+        table.add_row(f"  {name}", shown)
+    total = sum(s.timings_s.values())
+    table.add_row("time", f"{total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in s.timings_s.items())})")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the `dsatkit` app."""
+    app.command("mine")(mine_command)

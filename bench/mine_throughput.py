@@ -1,0 +1,124 @@
+"""Throughput of `dsatkit mine` (lexical detector) against a bare DuckDB scan of the same parquet.
+
+    python bench/mine_throughput.py 1000000            # one size
+    python bench/mine_throughput.py 100000 1000000     # several sizes, each in a fresh process
+
+For each N: generate N synthetic conversations (~5 turns, realistic lengths) as OpenAI-messages
+parquet, time a bare DuckDB scan that reads every content string, then the whole `mine` run in a
+child process (so peak RSS is the run's own), and print conversations/s, peak RSS and the ratio.
+Targets (2 cores): >= 50,000 conversations/s at N = 1,000,000; peak RSS growing < 1.5x when N grows
+10x; wall time within 10x of the bare scan.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+USER = [
+    "how do I reverse a list in python",
+    "write a short poem about the sea",
+    "what is the capital of australia?",
+    "explain quantum entanglement to a 10 year old",
+    "translate this to french: the meeting is moved to friday",
+    "summarize the following text in three bullet points: ",
+    "give me a sql query that counts users per country",
+    "why does my react component render twice",
+]
+FEEDBACK = [
+    "thanks!", "that's wrong, try again", "continue", "no, I meant in javascript", "perfect",
+    "this is not what I asked", "ok", "can you make it shorter?", "still doesn't work", "great, thanks",
+    "不对，重新回答", "спасибо", "está mal", "merci beaucoup", "das ist falsch", "next",
+]
+WORDS = ("the model answer explains how to use this function with an example and a note about edge "
+         "cases performance memory and the usual pitfalls when you call it inside a loop").split()
+
+
+def generate(n: int, path: Path, seed: int = 0, chunk: int = 200_000) -> None:
+    """Write n conversations of user/assistant/user/assistant/user turns (5 turns) to parquet."""
+    rng = np.random.default_rng(seed)
+    vocab = np.array(WORDS)
+    writer = None
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        filler = [" ".join(rng.choice(vocab, size=k)) for k in rng.integers(30, 160, size=64)]
+        user = np.array(USER)[rng.integers(0, len(USER), m)]
+        fb = np.array(FEEDBACK)[rng.integers(0, len(FEEDBACK), (m, 2))]
+        ans = np.array(filler)[rng.integers(0, len(filler), (m, 2))]
+        ids = [f"conv-{start + i}" for i in range(m)]
+        frame = pl.DataFrame({"id": ids, "u0": user, "a0": ans[:, 0], "u1": fb[:, 0], "a1": ans[:, 1],
+                              "u2": fb[:, 1], "model": ["gpt-x"] * m})
+        frame = frame.select(
+            "id", "model",
+            messages=pl.concat_list(
+                pl.struct(role=pl.lit(r), content=pl.col(c))
+                for r, c in (("user", "u0"), ("assistant", "a0"), ("user", "u1"), ("assistant", "a1"),
+                             ("user", "u2"))
+            ),
+        )
+        table = frame.to_arrow()
+        if writer is None:
+            writer = pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=100_000)
+    assert writer is not None
+    writer.close()
+
+
+def bare_scan(path: Path) -> float:
+    t0 = time.perf_counter()
+    duckdb.sql(
+        f"select sum(length(m.content)) from (select unnest(messages) m from read_parquet('{path}'))"
+    ).fetchall()
+    return time.perf_counter() - t0
+
+
+_CHILD = """
+import json, resource, sys, time
+from dsatkit.config import MineConfig
+from dsatkit.pipeline import mine
+t0 = time.perf_counter()
+r = mine([sys.argv[1]], sys.argv[2], MineConfig(detectors=["lexical"]))
+wall = time.perf_counter() - t0
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "conversations": r.summary.conversations, "dsat": r.summary.dsat,
+                  "timings": r.summary.timings_s}))
+"""
+
+
+def run(n: int, work: Path) -> dict:
+    path = work / f"logs-{n}.parquet"
+    if not path.exists():
+        generate(n, path)
+    scan = min(bare_scan(path) for _ in range(2))
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(path), str(work / f"mined-{n}")],
+                         check=True, capture_output=True, text=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res.update(n=n, scan=scan, conv_per_s=n / res["wall"], ratio=res["wall"] / scan)
+    return res
+
+
+def main(sizes: list[int]) -> None:
+    with tempfile.TemporaryDirectory(prefix="dsatkit-bench-") as tmp:
+        results = [run(n, Path(tmp)) for n in sizes]
+    for r in results:
+        print(f"N={r['n']:>9,}  mine {r['wall']:7.2f} s  {r['conv_per_s']:>9,.0f} conv/s  "
+              f"peak RSS {r['rss_mb']:7.0f} MB  bare scan {r['scan']:.2f} s  ratio {r['ratio']:.1f}x  "
+              f"dsat {r['dsat']:,}")
+        print(f"           stages: {r['timings']}")
+    if len(results) > 1:
+        a, b = results[0], results[-1]
+        print(f"RSS growth {b['rss_mb'] / a['rss_mb']:.2f}x for N x{b['n'] / a['n']:.0f}")
+
+
+if __name__ == "__main__":
+    main([int(x) for x in sys.argv[1:]] or [100_000, 1_000_000])

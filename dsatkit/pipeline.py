@@ -1,0 +1,266 @@
+"""The `mine` pipeline: logs -> turns -> exchanges -> detections -> verdicts -> pairs -> store.
+
+Batches stream through every stage (conversations never span two batches), so memory stays bounded
+by the batch size, not the input size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+import dsatkit
+from dsatkit.cache import Cache
+from dsatkit.config import MineConfig
+from dsatkit.detectors import Detector, build_detector
+from dsatkit.exchanges import build_exchanges
+from dsatkit.fuse import fuse
+from dsatkit.pairs import build_pairs
+from dsatkit.progress import progress
+from dsatkit.schema import DETECTIONS, empty
+from dsatkit.store import CACHE_NAME, RunWriter, connect
+
+_VERSIONED = ("polars", "duckdb", "pydantic", "sentence-transformers", "openai", "trl", "transformers", "torch")
+
+
+class MineSummary(BaseModel):
+    """What one run read, found and wrote; also stored as a row of the `runs` table."""
+
+    run_id: str
+    files: int = 0
+    rows_read: int = 0
+    conversations: int = 0
+    turns: int = 0
+    exchanges: int = 0
+    with_feedback: int = 0
+    quarantined: int = 0
+    quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    dsat: int = 0
+    sat: int = 0
+    neutral: int = 0
+    dsat_by_category: dict[str, int] = Field(default_factory=dict)
+    pairs: int = 0
+    seed_pairs: int = 0
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    detectors: dict[str, dict] = Field(default_factory=dict, description="per-detector stats")
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[stage] += time.perf_counter() - t0
+
+
+def _stats_of(detector: Detector) -> dict:
+    stats = getattr(detector, "stats", None)
+    if stats is None:
+        return {}
+    if isinstance(stats, BaseModel):
+        return stats.model_dump()
+    return dict(getattr(stats, "__dict__", {})) or {}
+
+
+def judge_selection(exchanges: pl.DataFrame, verdicts: pl.DataFrame, config: MineConfig) -> pl.DataFrame:
+    """The exchanges the LLM judge should see, by `config.judge.judge_on` (the cascade)."""
+    assert config.judge is not None
+    with_feedback = exchanges.filter(pl.col("feedback").is_not_null())
+    mode = config.judge.judge_on
+    if mode == "all":
+        return with_feedback
+    lo, hi = config.fuse.uncertain_band
+    pick = pl.col("label") if mode == "candidates" else pl.col("score").is_between(lo, hi, closed="left")
+    ids = verdicts.filter(pick).select("exchange_id")
+    return with_feedback.join(ids, on="exchange_id", how="semi")
+
+
+def run_detectors(
+    exchanges: pl.DataFrame,
+    config: MineConfig,
+    cache: Cache | None = None,
+    detectors: Sequence[Detector] | None = None,
+    timer: _Timer | None = None,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse."""
+    timer = timer or _Timer()
+    if detectors is None:
+        detectors = [build_detector(n, config, cache) for n in config.detectors]
+    found = [empty(DETECTIONS)]
+    judge = None
+    for det in detectors:
+        if det.name == "judge":
+            judge = det
+            continue
+        with timer(f"detect:{det.name}"):
+            found.append(det.detect(exchanges))
+    with timer("fuse"):
+        detections = pl.concat(found, how="vertical_relaxed")
+        verdicts = fuse(detections, config.fuse)
+    if judge is not None:
+        selected = judge_selection(exchanges, verdicts, config)
+        with timer("detect:judge"):
+            found.append(judge.detect(selected))
+        with timer("fuse"):
+            detections = pl.concat(found, how="vertical_relaxed")
+            verdicts = fuse(detections, config.fuse)
+    return detections, verdicts
+
+
+class MineResult:
+    """A finished run: its summary, and the store's tables as Polars frames."""
+
+    def __init__(self, out_dir: Path, summary: MineSummary, keepalive: object = None):
+        self.out_dir = out_dir
+        self.summary = summary
+        self._keepalive = keepalive  # a TemporaryDirectory when mine() was given no out_dir
+
+    def sql(self, query: str) -> pl.DataFrame:
+        con = connect(self.out_dir)
+        try:
+            return con.sql(query).pl()
+        finally:
+            con.close()
+
+    def table(self, name: str) -> pl.DataFrame:
+        return self.sql(f'select * from "{name}"')
+
+    @property
+    def dsat(self) -> pl.DataFrame:
+        return self.table("dsat")
+
+    @property
+    def pairs(self) -> pl.DataFrame:
+        return self.table("pairs")
+
+    @property
+    def verdicts(self) -> pl.DataFrame:
+        return self.table("verdicts")
+
+    @property
+    def exchanges(self) -> pl.DataFrame:
+        return self.table("exchanges")
+
+    @property
+    def quarantine(self) -> pl.DataFrame:
+        return self.table("quarantine")
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return f"MineResult({self.out_dir}, exchanges={s.exchanges}, dsat={s.dsat}, pairs={s.pairs})"
+
+
+def _versions() -> dict[str, str]:
+    out = {"dsatkit": dsatkit.__version__}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def mine(
+    paths: Sequence[str | Path] | str | Path,
+    out_dir: str | Path | None = None,
+    config: MineConfig | None = None,
+) -> MineResult:
+    """Mine DSAT from chat logs into `out_dir` (a temp dir when None) and return the result."""
+    from dsatkit.logs import read_logs
+
+    config = config or MineConfig()
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    keepalive = None
+    if out_dir is None:
+        keepalive = tempfile.TemporaryDirectory(prefix="dsatkit-")
+        out_dir = keepalive.name
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = dt.datetime.now(dt.UTC)
+    summary = MineSummary(run_id=uuid.uuid4().hex[:12])
+    timer = _Timer()
+    reasons: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    files: set[str] = set()
+    cache = Cache(out / CACHE_NAME)
+    writer = RunWriter(out)
+    try:
+        detectors = [build_detector(n, config, cache) for n in config.detectors]
+        with progress() as bar:
+            task = bar.add_task("mining", total=None, unit="conversations")
+            batches = iter(read_logs([str(p) for p in paths], config.read))
+            while True:
+                with timer("read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                files.add(batch.source_file)
+                summary.rows_read += batch.rows_read
+                summary.quarantined += batch.quarantine.height
+                reasons.update(batch.quarantine["reason"].to_list())
+                with timer("exchanges"):
+                    ex = build_exchanges(batch.turns)
+                detections, verdicts = run_detectors(ex, config, cache, detectors, timer)
+                with timer("pairs"):
+                    pairs = build_pairs(ex, verdicts)
+                with timer("store"):
+                    for table, frame in (
+                        ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
+                        ("verdicts", verdicts), ("pairs", pairs), ("quarantine", batch.quarantine),
+                    ):
+                        writer.append(table, frame)
+                n_conv = batch.turns["conversation_id"].n_unique()
+                summary.conversations += n_conv
+                summary.turns += batch.turns.height
+                summary.exchanges += ex.height
+                summary.with_feedback += ex["feedback"].is_not_null().sum()
+                counts = verdicts["polarity"].value_counts()
+                for pol, n in counts.iter_rows():
+                    setattr(summary, pol, getattr(summary, pol) + n)
+                categories.update(verdicts.filter(pl.col("label"))["category"].fill_null("uncategorised").to_list())
+                summary.pairs += pairs.height
+                summary.seed_pairs += int((pairs["origin"] == "seed").sum())
+                bar.update(task, advance=n_conv)
+        summary.files = len(files)
+        summary.quarantine_reasons = dict(reasons.most_common())
+        summary.dsat_by_category = dict(categories.most_common())
+        summary.detectors = {d.name: _stats_of(d) for d in detectors if _stats_of(d)}
+        with timer("commit"):
+            summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
+            writer.commit(
+                {
+                    "run_id": summary.run_id,
+                    "started_at": started,
+                    "finished_at": dt.datetime.now(dt.UTC),
+                    "dsatkit_version": dsatkit.__version__,
+                    "inputs": [str(p) for p in paths],
+                    "config": config.model_dump(mode="json"),
+                    "versions": _versions(),
+                    "counts": summary.model_dump(exclude={"timings_s", "run_id"}),
+                    "timings": summary.timings_s,
+                    "detectors": list(config.detectors),
+                }
+            )
+        summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        cache.close()
+    return MineResult(out, summary, keepalive)

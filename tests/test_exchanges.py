@@ -1,0 +1,92 @@
+"""Exchange construction on the edge cases of real logs."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from dsatkit.exchanges import build_exchanges
+from dsatkit.schema import EXCHANGES, TURNS, conform
+
+
+def turns(rows: list[tuple[str, int, str, str]]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema=["conversation_id", "turn_index", "role", "content"], orient="row")
+    return conform(frame, TURNS)
+
+
+def by_response(ex: pl.DataFrame) -> dict[tuple[str, int], dict]:
+    return {(r["conversation_id"], r["response_turn"]): r for r in ex.iter_rows(named=True)}
+
+
+def test_basic_exchange_has_context_feedback_followup():
+    ex = build_exchanges(
+        turns([("c", 0, "user", "q1"), ("c", 1, "assistant", "a1"), ("c", 2, "user", "wrong"),
+               ("c", 3, "assistant", "a2"), ("c", 4, "user", "thanks")])
+    )
+    assert ex.schema == EXCHANGES
+    rows = by_response(ex)
+    assert set(rows) == {("c", 1), ("c", 3)}
+    first = rows[("c", 1)]
+    assert first["context"] == [{"role": "user", "content": "q1"}]
+    assert (first["request"], first["response"], first["feedback"], first["followup"]) == ("q1", "a1", "wrong", "a2")
+    second = rows[("c", 3)]
+    assert [m["content"] for m in second["context"]] == ["q1", "a1", "wrong"]
+    assert (second["request"], second["feedback"], second["followup"]) == ("wrong", "thanks", None)
+
+
+def test_system_prompt_is_context_not_request():
+    ex = build_exchanges(turns([("c", 0, "system", "sys"), ("c", 1, "user", "hi"), ("c", 2, "assistant", "hello")]))
+    row = ex.row(0, named=True)
+    assert row["context"] == [{"role": "system", "content": "sys"}, {"role": "user", "content": "hi"}]
+    assert row["request"] == "hi" and row["feedback"] is None
+
+
+def test_consecutive_user_turns_feedback_is_first_and_followup_skips_them():
+    ex = build_exchanges(
+        turns([("c", 0, "user", "q"), ("c", 1, "assistant", "a"), ("c", 2, "user", "no"),
+               ("c", 3, "user", "I meant X"), ("c", 4, "assistant", "b")])
+    )
+    rows = by_response(ex)
+    assert rows[("c", 1)]["feedback"] == "no"
+    assert rows[("c", 1)]["followup"] == "b"
+    assert rows[("c", 4)]["request"] == "I meant X"
+
+
+def test_conversation_ending_on_user_turn_and_assistant_first():
+    ex = build_exchanges(
+        turns([("c", 0, "assistant", "Hi! How can I help?"), ("c", 1, "user", "q"), ("c", 2, "assistant", "a"),
+               ("c", 3, "user", "that's wrong")])
+    )
+    rows = by_response(ex)
+    assert rows[("c", 0)]["request"] is None and rows[("c", 0)]["context"] == []
+    assert rows[("c", 0)]["feedback"] == "q"
+    assert rows[("c", 2)]["feedback"] == "that's wrong" and rows[("c", 2)]["followup"] is None
+
+
+def test_tool_turns_and_consecutive_assistant_turns():
+    ex = build_exchanges(
+        turns([("c", 0, "user", "weather?"), ("c", 1, "assistant", "call:get_weather"), ("c", 2, "tool", "12C"),
+               ("c", 3, "assistant", "It is 12C"), ("c", 4, "user", "in fahrenheit?"), ("c", 5, "assistant", "54F")])
+    )
+    rows = by_response(ex)
+    # the user reacts to the final answer, not to the tool call
+    assert rows[("c", 1)]["feedback"] is None
+    assert rows[("c", 3)]["feedback"] == "in fahrenheit?" and rows[("c", 3)]["followup"] == "54F"
+    assert [m["role"] for m in rows[("c", 3)]["context"]] == ["user", "assistant", "tool"]
+
+
+def test_order_independent_and_ids_stable():
+    rows = [("a", 0, "user", "q"), ("a", 1, "assistant", "r"), ("b", 0, "user", "q2"), ("b", 1, "assistant", "r2"),
+            ("b", 2, "user", "again?")]
+    ex1 = build_exchanges(turns(rows))
+    ex2 = build_exchanges(turns(list(reversed(rows))))
+    assert ex1.equals(ex2)
+    assert ex1["exchange_id"].n_unique() == ex1.height == 2
+    # an id depends only on conversation id and response turn, not on the batch it came in
+    alone = build_exchanges(turns(rows[:2]))
+    assert alone["exchange_id"][0] == ex1.filter(pl.col("conversation_id") == "a")["exchange_id"][0]
+
+
+def test_turn_indexes_with_gaps():
+    ex = build_exchanges(turns([("c", 10, "user", "q"), ("c", 20, "assistant", "a"), ("c", 30, "user", "thx")]))
+    row = ex.row(0, named=True)
+    assert row["response_turn"] == 20 and row["feedback"] == "thx"

@@ -1,0 +1,105 @@
+"""Fusion of detections into verdicts, and verdicts into preference pairs."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from dsatkit.config import FuseConfig
+from dsatkit.exchanges import build_exchanges
+from dsatkit.fuse import fuse
+from dsatkit.pairs import build_pairs
+from dsatkit.schema import DETECTIONS, PAIRS, TURNS, VERDICTS, conform
+
+
+def detections(rows: list[tuple]) -> pl.DataFrame:
+    frame = pl.DataFrame(rows, schema=["exchange_id", "detector", "score", "category"], orient="row")
+    return conform(
+        frame.with_columns(label=pl.col("score") >= 0.5, detector_version=pl.lit("t")), DETECTIONS
+    )
+
+
+def verdict(v: pl.DataFrame, exchange_id: str) -> dict:
+    return v.filter(pl.col("exchange_id") == exchange_id).row(0, named=True)
+
+
+def test_confident_detector_is_not_drowned_by_an_abstaining_one():
+    v = fuse(detections([("e", "lexical", 0.15, None), ("e", "embedding", 0.85, "revision")]))
+    assert v.schema == VERDICTS
+    row = verdict(v, "e")
+    assert row["label"] and row["polarity"] == "dsat" and row["category"] == "revision"
+    assert row["detectors"] == "embedding"
+
+
+def test_sat_evidence_gives_sat_polarity_and_category():
+    v = fuse(detections([("e", "lexical", 0.05, "gratitude"), ("e", "embedding", 0.2, None)]))
+    row = verdict(v, "e")
+    assert not row["label"] and row["polarity"] == "sat" and row["category"] == "gratitude"
+
+
+def test_no_evidence_is_neutral():
+    row = verdict(fuse(detections([("e", "lexical", 0.15, None)])), "e")
+    assert row["polarity"] == "neutral" and row["category"] is None and not row["label"]
+
+
+def test_weights_decide_disagreements_and_strongest_dsat_category_wins():
+    d = detections([("e", "lexical", 0.9, "negative_feedback"), ("e", "judge", 0.1, "gratitude")])
+    assert not verdict(fuse(d), "e")["label"]  # judge weighs 2x by default
+    assert verdict(fuse(d, FuseConfig(weights={"lexical": 3.0, "judge": 1.0})), "e")["label"]
+    d2 = detections([("e", "lexical", 0.7, "negative_feedback"), ("e", "judge", 0.95, "factual_error")])
+    assert verdict(fuse(d2), "e")["category"] == "factual_error"
+
+
+def test_threshold_is_configurable():
+    d = detections([("e", "lexical", 0.6, "revision")])
+    assert verdict(fuse(d), "e")["label"]
+    assert not verdict(fuse(d, FuseConfig(threshold=0.7)), "e")["label"]
+
+
+def test_fuse_config_rejects_bad_band():
+    with pytest.raises(ValueError):
+        FuseConfig(uncertain_band=(0.8, 0.2))
+
+
+def _conversation():
+    rows = [
+        ("c", 0, "user", "capital of australia?"),
+        ("c", 1, "assistant", "Sydney."),
+        ("c", 2, "user", "wrong, it's not sydney"),
+        ("c", 3, "assistant", "Canberra."),
+        ("c", 4, "user", "thanks!"),
+        ("d", 0, "user", "hi"),
+        ("d", 1, "assistant", "hello"),
+        ("d", 2, "user", "that's not what I asked"),
+        ("d", 3, "assistant", "sorry"),
+        ("d", 4, "user", "still wrong"),
+    ]
+    return build_exchanges(conform(pl.DataFrame(rows, schema=["conversation_id", "turn_index", "role", "content"],
+                                                 orient="row"), TURNS))
+
+
+def _verdicts_for(ex: pl.DataFrame, polarities: dict[tuple[str, int], str]) -> pl.DataFrame:
+    keyed = ex.select("exchange_id", "conversation_id", "response_turn")
+    rows = []
+    for r in keyed.iter_rows(named=True):
+        pol = polarities[(r["conversation_id"], r["response_turn"])]
+        rows.append((r["exchange_id"], 0.9 if pol == "dsat" else 0.1, pol == "dsat", pol,
+                     "factual_error" if pol == "dsat" else ("gratitude" if pol == "sat" else None)))
+    return conform(pl.DataFrame(rows, schema=["exchange_id", "score", "label", "polarity", "category"],
+                                orient="row"), VERDICTS)
+
+
+def test_pairs_dsat_rows_and_natural_seed_pairs():
+    ex = _conversation()
+    v = _verdicts_for(ex, {("c", 1): "dsat", ("c", 3): "sat", ("d", 1): "dsat", ("d", 3): "dsat"})
+    pairs = build_pairs(ex, v)
+    assert pairs.schema == PAIRS
+    dsat = pairs.filter(pl.col("origin") == "dsat")
+    assert dsat.height == 3 and dsat["chosen"].is_null().all()
+    seed = pairs.filter(pl.col("origin") == "seed")
+    assert seed.height == 1  # only c: its revision was followed by thanks; d's revision was also DSAT
+    row = seed.row(0, named=True)
+    assert row["prompt"] == [{"role": "user", "content": "capital of australia?"}]
+    assert row["rejected"] == [{"role": "assistant", "content": "Sydney."}]
+    assert row["chosen"] == [{"role": "assistant", "content": "Canberra."}]
+    assert row["feedback"] == "wrong, it's not sydney"

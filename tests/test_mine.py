@@ -1,0 +1,177 @@
+"""`mine` end to end: logs in, a DuckDB store + parquet out; idempotent, atomic, queryable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from dsatkit.config import MineConfig
+from dsatkit.errors import StoreError
+from dsatkit.pipeline import mine
+from dsatkit.store import DB_NAME, connect
+
+LEXICAL = MineConfig(detectors=["lexical"])
+
+CONVERSATIONS = [
+    ("capital", [("user", "what is the capital of australia?"), ("assistant", "Sydney."),
+                 ("user", "that's wrong, it's not sydney"), ("assistant", "You're right, it's Canberra."),
+                 ("user", "thanks!")]),
+    ("poem", [("user", "write a haiku about rain"), ("assistant", "Rain falls soft and slow..."),
+              ("user", "perfect, thank you")]),
+    ("code", [("user", "reverse a list in python"), ("assistant", "Use reversed(x) or x[::-1]."),
+              ("user", "continue")]),
+    ("sql", [("system", "You are a SQL expert."), ("user", "count users per country"),
+             ("assistant", "SELECT country FROM users;"), ("user", "this is not what I asked, I need the count"),
+             ("assistant", "SELECT country, count(*) FROM users GROUP BY country;"),
+             ("user", "still wrong, it should be sorted")]),
+]
+
+
+def write_jsonl(path: Path, conversations=CONVERSATIONS, extra: dict | None = None) -> Path:
+    with path.open("w") as f:
+        for cid, turns in conversations:
+            row = {"id": cid, "messages": [{"role": r, "content": c} for r, c in turns], **(extra or {})}
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+@pytest.fixture()
+def logs(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "logs.jsonl")
+
+
+def test_mine_writes_all_tables_and_finds_dsat(logs: Path, tmp_path: Path):
+    out = tmp_path / "mined"
+    result = mine([logs], out, LEXICAL)
+    s = result.summary
+    assert (s.conversations, s.turns, s.exchanges) == (4, 19, 8)
+    con = duckdb.connect(str(out / DB_NAME), read_only=True)  # the stock client sees the same tables
+    tables = {r[0] for r in con.sql("select table_name from information_schema.tables").fetchall()}
+    assert {"turns", "exchanges", "detections", "verdicts", "dsat", "pairs", "quarantine", "runs",
+            "taxonomy"} <= tables
+    dsat = con.sql("select conversation_id, response_turn from dsat order by 1, 2").fetchall()
+    assert dsat == [("capital", 1), ("sql", 2), ("sql", 4)]
+    con.close()
+    assert result.dsat.height == 3 and s.dsat == 3
+    pairs = result.pairs
+    assert pairs.filter(pl.col("origin") == "dsat").height == 3
+    seed = pairs.filter(pl.col("origin") == "seed")
+    assert seed["chosen"].to_list() == [[{"role": "assistant", "content": "You're right, it's Canberra."}]]
+    assert pl.read_parquet(out / "pairs.parquet").height == pairs.height
+    assert pl.read_parquet(out / "dsat.parquet").height == 3
+
+
+def test_rerun_is_idempotent_and_keeps_run_history(logs: Path, tmp_path: Path):
+    out = tmp_path / "mined"
+    first = mine([logs], out, LEXICAL)
+    snapshot = {t: first.table(t).sort(pl.all()) for t in ("verdicts", "pairs", "turns")}
+    second = mine([logs], out, LEXICAL)
+    for t, frame in snapshot.items():
+        assert second.table(t).sort(pl.all()).equals(frame), t
+    assert second.sql("select count(*) n from runs")["n"][0] == 2
+
+
+def test_python_api_without_out_dir(logs: Path):
+    import dsatkit.pipeline
+
+    result = dsatkit.pipeline.mine([str(logs)], config=LEXICAL)
+    assert isinstance(result.dsat, pl.DataFrame) and result.dsat.height == 3
+
+
+_KILLER = """
+import os, signal, sys
+from dsatkit import store
+from dsatkit.config import MineConfig
+from dsatkit.pipeline import mine
+
+real_append = store.RunWriter.append
+def append_then_die(self, table, frame):
+    real_append(self, table, frame)
+    if table == "verdicts":
+        os.kill(os.getpid(), signal.SIGKILL)   # a real kill, half way through writing the run
+store.RunWriter.append = append_then_die
+mine([sys.argv[1]], sys.argv[2], MineConfig(detectors=["lexical"]))
+"""
+
+
+def test_run_killed_mid_write_leaves_previous_store_readable(logs: Path, tmp_path: Path):
+    out = tmp_path / "mined"
+    before = mine([logs], out, LEXICAL).table("verdicts").sort("exchange_id")
+    more = write_jsonl(tmp_path / "more.jsonl", [("extra", [("user", "hi"), ("assistant", "hello"),
+                                                            ("user", "wrong")])])
+    proc = subprocess.run([sys.executable, "-c", _KILLER, str(more), str(out)], capture_output=True)
+    assert proc.returncode == -9
+    assert list(out.glob(".*.tmp"))  # the half-written snapshot is there, beside the old store
+    con = connect(out)
+    assert con.sql("select * from verdicts order by exchange_id").pl().equals(before)
+    con.close()
+    # the next run cleans the leftovers and completes
+    mine([more], out, LEXICAL)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_connect_errors_are_one_line(tmp_path: Path):
+    with pytest.raises(StoreError, match="is not a directory"):
+        connect(tmp_path / "nope")
+    with pytest.raises(StoreError, match="no .duckdb file"):
+        connect(tmp_path)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CI": "1"}
+    return subprocess.run([sys.executable, "-m", "dsatkit", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env)
+
+
+def test_cli_mine_sql_stats(logs: Path, tmp_path: Path):
+    out = tmp_path / "mined"
+    r = run_cli("mine", str(logs), "-o", str(out), "--detectors", "lexical")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("sql", str(out), "select category, count(*) n from dsat group by 1 order by n desc, 1",
+                "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == "category,n" and len(lines) >= 2
+    r = run_cli("sql", str(out), "select prompt, rejected from pairs", "--format", "csv")
+    assert r.returncode == 0 and '"role"' in r.stdout  # nested columns come out as JSON text
+    pq = tmp_path / "d.parquet"
+    r = run_cli("sql", str(out), "select * from dsat", "--format", "parquet", "-o", str(pq))
+    assert r.returncode == 0 and pl.read_parquet(pq).height == 3
+    r = run_cli("sql", str(out), "select exchange_id, score from dsat", "--format", "json")
+    assert r.returncode == 0 and len([json.loads(line) for line in r.stdout.splitlines()]) == 3
+    r = run_cli("stats", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "by category" in r.stdout and "by source_file" in r.stdout
+
+
+def test_cli_user_errors_are_one_line_with_hint(tmp_path: Path):
+    r = run_cli("sql", str(tmp_path / "missing"), "select 1")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[0].startswith("error:") and "hint:" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run_cli("mine", str(tmp_path / "nothing-*.jsonl"), "-o", str(tmp_path / "m"), "--detectors", "lexical")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing-" in r.stderr
+    r = run_cli("mine", "x.jsonl", "--detectors", "lexical,nope")
+    assert r.returncode == 2 and "unknown detector 'nope'" in r.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(textwrap.dedent("""
+        fuse:
+          treshold: 0.3
+    """))
+    r = run_cli("mine", "x.jsonl", "--config", str(bad))
+    assert r.returncode == 2 and "fuse.treshold: unknown key" in r.stderr
+
+
+def test_sql_bad_query_is_one_line(logs: Path, tmp_path: Path):
+    out = tmp_path / "mined"
+    mine([logs], out, LEXICAL)
+    r = run_cli("sql", str(out), "select nope from dsat")
+    assert r.returncode == 2 and r.stderr.startswith("error: query failed") and "Traceback" not in r.stderr
