@@ -1,0 +1,170 @@
+"""Chat logs on disk -> batches of canonical TURNS, with every rejected row in QUARANTINE.
+
+    for batch in read_logs(["logs/*.parquet"], ReadConfig()):
+        batch.turns       # dsatkit.schema.TURNS, whole conversations only
+        batch.quarantine  # dsatkit.schema.QUARANTINE
+
+Formats and the quarantine rules are described in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from dsatkit.config import ReadConfig
+from dsatkit.errors import InputError
+from dsatkit.logs import files
+from dsatkit.logs.formats import FORMATS, Plan, json_frames, json_keys_sample, plan_for, table_frames
+from dsatkit.logs.normalise import SeenIds, flat_to_cm, split_carry, to_turns
+from dsatkit.logs.quarantine import unreadable
+from dsatkit.schema import TURNS
+
+__all__ = ["FORMATS", "LogBatch", "read_logs"]
+
+# what a broken file raises from the libraries that read it (our own bugs are not swallowed)
+_READ_ERRORS = (
+    OSError, EOFError, zlib.error, pa.ArrowException, duckdb.InvalidInputException, duckdb.IOException,
+    duckdb.ConversionException, pl.exceptions.ComputeError,
+)
+
+
+@dataclass
+class LogBatch:
+    turns: pl.DataFrame  # exactly dsatkit.schema.TURNS
+    quarantine: pl.DataFrame  # exactly dsatkit.schema.QUARANTINE
+    source_file: str
+    format: str  # openai | sharegpt | wildchat | lmsys | turns
+    rows_read: int  # input rows/lines consumed by this batch (good + bad)
+
+
+def read_logs(paths: Sequence[str | Path], config: ReadConfig) -> Iterator[LogBatch]:
+    """Stream the conversations of `paths` (files, globs, directories) as batches of TURNS.
+
+    Raises InputError for a path that matches nothing, and for an unreadable or unrecognisable file
+    unless `config.skip_bad_files` (then that file becomes one quarantine row and reading goes on).
+    Conversation ids are unique across the whole call: later copies are quarantined.
+    """
+    paths = [paths] if isinstance(paths, (str, Path)) else paths
+    todo = files.expand_paths(paths)
+    seen = SeenIds()
+    con = duckdb.connect()
+    try:
+        con.sql("SET TimeZone = 'UTC'")
+        for path in todo:
+            try:
+                yield from _read_file(path, config, con, seen)
+            except (InputError, *_READ_ERRORS) as e:
+                if not config.skip_bad_files:
+                    if isinstance(e, InputError):
+                        raise
+                    raise InputError(f"{path}: unreadable ({_short(e)})") from e
+                why = str(e).removeprefix(f"{path}: ") if isinstance(e, InputError) else _short(e)
+                yield LogBatch(pl.DataFrame(schema=TURNS), unreadable(path, why), path, "unknown", 0)
+    finally:
+        con.close()
+
+
+def _short(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, seen: SeenIds) -> Iterator[LogBatch]:
+    kind = files.kind_of(path)
+    if kind == "parquet":
+        plan = plan_for(path, files.parquet_columns(path), config.format)
+        offset = 0
+
+        def typed() -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
+            nonlocal offset
+            for df in files.iter_parquet(path, config.batch_rows):
+                df = df.with_row_index("_row", offset=offset).with_columns(pl.col("_row").cast(pl.Int64))
+                offset += df.height
+                c, m = table_frames(df, plan)
+                yield c, m, df
+
+        yield from _batches(typed(), plan, path, config, seen)
+        return
+
+    binary = kind == "jsonl"
+    chunks = files.iter_jsonl(path, config.batch_rows) if binary else files.iter_json_array(
+        path, config.batch_rows)
+    first = next(chunks, None)
+    if first is None:
+        return  # an empty file holds nothing to read or reject
+    con.register("_chunk", first)
+    try:
+        keys = json_keys_sample(con, "_chunk", binary)
+    finally:
+        con.unregister("_chunk")
+    plan = plan_for(path, keys, config.format)
+
+    def parsed() -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
+        for chunk in _chain(first, chunks):
+            con.register("_chunk", chunk)
+            try:
+                out = json_frames(con, "_chunk", binary, plan)
+            finally:
+                con.unregister("_chunk")
+            yield out
+
+    yield from _batches(parsed(), plan, path, config, seen)
+
+
+def _with_last(items: Iterator) -> Iterator[tuple]:
+    """(item, is_last) pairs: the last batch of a file needs no carry."""
+    prev = next(items, _END)
+    while prev is not _END:
+        item = next(items, _END)
+        yield prev, item is _END
+        prev = item
+
+
+_END = object()
+
+
+def _chain(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    yield first
+    yield from rest
+
+
+def _batches(
+    frames: Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]],
+    plan: Plan,
+    path: str,
+    config: ReadConfig,
+    seen: SeenIds,
+) -> Iterator[LogBatch]:
+    """Validate each front-end batch; flat tables carry their last conversation into the next batch."""
+
+    def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
+        turns, quarantine = to_turns(c, m, raw, path, config.max_message_chars, seen)
+        return LogBatch(turns, quarantine, path, plan.fmt.name, rows)
+
+    if plan.fmt.messages is not None:
+        for c, m, raw in frames:
+            assert m is not None
+            yield emit(c, m, raw, c.height)
+        return
+    carry_r: pl.DataFrame | None = None
+    carry_raw: pl.DataFrame | None = None
+    for (r, _, raw), last in _with_last(frames):
+        if carry_r is not None and carry_r.height:
+            r = pl.concat([carry_r, r], how="vertical_relaxed")
+            raw = pl.concat([carry_raw, raw], how="vertical_relaxed")  # type: ignore[list-item]
+        now, carry_r = (r, r.clear()) if last else split_carry(r)
+        if now.height:
+            cut = carry_r["_row"].min() if carry_r.height else None
+            carry_raw = raw.filter(pl.col("_row") >= cut) if cut is not None else raw.clear()
+            raw_now = raw.filter(pl.col("_row") < cut) if cut is not None else raw
+            yield emit(*flat_to_cm(now), raw_now, now.height)
+        else:
+            carry_raw = raw
+    if carry_r is not None and carry_r.height:
+        yield emit(*flat_to_cm(carry_r), carry_raw, carry_r.height)  # type: ignore[arg-type]

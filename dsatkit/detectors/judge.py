@@ -1,0 +1,454 @@
+"""LLM-judge DSAT detector over any OpenAI-compatible endpoint (OpenAI, Azure, `vllm serve`, ...).
+
+Each exchange is shown to the judge under the versioned rubric (`dsatkit.detectors.rubric`); its JSON
+verdict is validated by a pydantic model and becomes one DETECTIONS row. Design choices:
+
+- Retries are ours (the client's are off): 408/409/429/5xx, timeouts, dropped connections and
+  malformed bodies are retried with exponential backoff and jitter, honouring Retry-After, so that
+  call counts and budgets are exact. 401/403/404 stop the run at once (bad key, URL or model).
+- Budget: `max_calls` caps HTTP requests (retries and repairs included); `max_total_tokens` stops
+  before a call whose estimated cost (prompt estimate + max_tokens) could exceed it. A stop is clean:
+  answers received so far are cached and returned, the rest are counted in `stats.skipped_by_budget`.
+- Cache: every answer is committed as it arrives (group commit: the answers that arrive while one
+  write is in flight go in the next), keyed by md5(model, rubric version, redact flag, context,
+  response, feedback). The endpoint URL is not in the key: the same model gives the same verdicts.
+  An answer that is still invalid after the repair attempt is cached as a final failure when
+  temperature is 0 (asking again would get the same answer); transport failures are never cached.
+- Exchanges with identical content are judged once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import openai
+import polars as pl
+from openai.types.chat import ChatCompletion
+from pydantic import BaseModel
+
+from dsatkit.cache import Cache
+from dsatkit.config import JudgeConfig
+from dsatkit.detectors import rubric
+from dsatkit.errors import EndpointError
+from dsatkit.hashing import md5_of
+from dsatkit.progress import progress
+from dsatkit.redact import redact_exchanges
+from dsatkit.schema import DETECTIONS, conform, empty
+
+log = logging.getLogger(__name__)
+
+_RETRY_STATUS = {408, 409, 425, 429}
+_FATAL_STATUS = {401, 403, 404}
+_MAX_RETRY_AFTER_S = 120.0
+_WORKERS_PER_CLIENT = 8
+_CACHE_COLS = ["key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens"]
+_VERDICT_DTYPE = pl.Struct(
+    {"rationale": pl.String, "dsat": pl.Boolean, "category": pl.String, "confidence": pl.Float64}
+)
+
+
+class JudgeStats(BaseModel):
+    """Counters for the run summary. Per exchange: judged + cache_hits + failures + skipped_by_budget
+    = exchanges given (a duplicate of a judged exchange counts as judged)."""
+
+    exchanges: int = 0
+    judged: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    skipped_by_budget: int = 0
+    calls: int = 0
+    retries: int = 0
+    repairs: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost: float = 0.0
+    budget_exhausted: bool = False
+    structured_output: str = ""
+    elapsed_s: float = 0.0
+
+
+class _BudgetStop(Exception):
+    pass
+
+
+class _Failed(Exception):
+    """This exchange gets no verdict; `final` says whether to cache that (a validation failure)."""
+
+    def __init__(self, error: str, *, final: bool, transport: bool = False, answer: str | None = None):
+        super().__init__(error)
+        self.final, self.transport, self.answer = final, transport, answer
+
+
+@dataclass
+class _Outcome:
+    key: str
+    verdict: rubric.JudgeVerdict | None = None
+    error: str | None = None
+    skipped: bool = False
+
+
+class JudgeDetector:
+    """`detect(exchanges) -> DETECTIONS`, one row per exchange that got a valid verdict (cached or fresh)."""
+
+    name = "judge"
+    version = rubric.RUBRIC_VERSION
+
+    def __init__(self, config: JudgeConfig, cache: Cache | None = None):
+        self.config = config
+        self.cache = cache
+        self.stats = JudgeStats()
+        self.backoff_base_s = 0.5
+        self.backoff_max_s = 30.0
+        # auto tries strict JSON-schema output first and falls back to JSON mode if the endpoint refuses it
+        self._mode = "json_object" if config.structured_output == "json_object" else "json_schema"
+        self._schema_worked = False
+        self._reserved_tokens = 0
+        self._consecutive_transport_failures = 0
+        self._successes = 0
+        if not os.environ.get(config.api_key_env) and not config.base_url:
+            raise EndpointError(
+                f"no API key for the judge: environment variable {config.api_key_env} is not set",
+                hint=f"export {config.api_key_env}=..., or point --judge-base-url at a local server",
+            )
+
+    # public ------------------------------------------------------------------------------------
+    def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
+        if exchanges.height == 0:
+            return empty(DETECTIONS)
+        started = time.perf_counter()
+        self.stats.exchanges += exchanges.height
+        frame = self._keyed(exchanges)
+        uniq = frame.unique("key", keep="first", maintain_order=True)
+
+        cached = self._cached(uniq["key"])
+        todo = uniq.join(cached.select("key"), on="key", how="anti")
+        outcomes = self._run_async(todo) if todo.height else []
+
+        fresh = pl.DataFrame(
+            [{"key": o.key, **o.verdict.model_dump()} for o in outcomes if o.verdict is not None],
+            schema={"key": pl.String, **{f.name: f.dtype for f in _VERDICT_DTYPE.fields}},
+        )
+        cached_ok = cached.filter("ok").select(
+            "key", pl.col("answer").str.json_decode(_VERDICT_DTYPE).struct.unnest()
+        )
+        verdicts = pl.concat([cached_ok, fresh], how="vertical")
+        failed = {o.key for o in outcomes if o.error is not None}
+        skipped = {o.key for o in outcomes if o.skipped}
+        cached_keys = set(cached["key"].to_list())
+
+        # per-exchange accounting (duplicates share their key's fate)
+        per_key = frame.group_by("key").len()
+        def _n(keys: set[str]) -> int:
+            return int(per_key.filter(pl.col("key").is_in(list(keys)))["len"].sum()) if keys else 0
+        self.stats.cache_hits += _n(cached_keys)
+        self.stats.failures += _n(failed) + _n(set(cached.filter(~pl.col("ok"))["key"].to_list()))
+        self.stats.skipped_by_budget += _n(skipped)
+        self.stats.judged += _n({o.key for o in outcomes if o.verdict is not None})
+        self.stats.elapsed_s += time.perf_counter() - started
+
+        out = frame.select("exchange_id", "key").join(verdicts, on="key", how="inner", maintain_order="left")
+        out = out.with_columns(
+            detector=pl.lit(self.name),
+            score=pl.when("dsat").then(0.5 + pl.col("confidence") / 2).otherwise(0.5 - pl.col("confidence") / 2),
+            label=pl.col("dsat"),
+            detector_version=pl.lit(self.version),
+        )
+        return conform(out, DETECTIONS)
+
+    def cache_keys(self, exchanges: pl.DataFrame) -> pl.Series:
+        """The judge-cache key of each exchange (md5 of model, rubric version, redact flag and content)."""
+        return self._keyed(exchanges)["key"]
+
+    # keys and cache ----------------------------------------------------------------------------
+    def _keyed(self, exchanges: pl.DataFrame) -> pl.DataFrame:
+        frame = exchanges.select("exchange_id", "context", "response", "feedback")
+        ctx = frame.select(
+            pl.col("context")
+            .list.eval(pl.concat_str(pl.element().struct.field("role"), pl.element().struct.field("content"),
+                                     separator="\x1e"))
+            .list.join("\x1d")
+            .fill_null("")
+        )["context"]
+        n = frame.height
+        lit = lambda v: pl.Series([v] * n, dtype=pl.String)  # noqa: E731
+        feedback = frame["feedback"].fill_null("\x00none")  # a missing feedback is not an empty one
+        key = md5_of(lit(self.config.model), lit(self.version), lit(str(self.config.redact)), ctx,
+                     frame["response"], feedback)
+        frame = frame.with_columns(key=key)
+        if self.config.redact:
+            # what leaves the machine is redacted; the key stays on the original content
+            frame = redact_exchanges(frame)
+        return frame
+
+    def _cached(self, keys: pl.Series) -> pl.DataFrame:
+        schema = {"key": pl.String, "answer": pl.String, "ok": pl.Boolean}
+        if self.cache is None:
+            return pl.DataFrame(schema=schema)
+        rows = self.cache.get_judge(keys)
+        return rows.select(pl.col("key"), pl.col("answer").cast(pl.String), pl.col("ok").fill_null(False))
+
+    # async run ---------------------------------------------------------------------------------
+    def _run_async(self, todo: pl.DataFrame) -> list[_Outcome]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self._run(todo))
+        # called from inside a running loop (a notebook): run ours on a worker thread
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            return ex.submit(asyncio.run, self._run(todo)).result()
+
+    async def _run(self, todo: pl.DataFrame) -> list[_Outcome]:
+        cfg = self.config
+        # one row per distinct exchange that needs a call: building its prompt is per-row by nature
+        items = todo.select("key", "context", "response", "feedback").to_dicts()
+        outcomes: list[_Outcome] = []
+        writer = _CacheWriter(self.cache) if self.cache is not None else None
+        n_workers = min(cfg.concurrency, len(items))
+        plain_http = (cfg.base_url or "").lower().startswith("http://")
+        # one client per _WORKERS_PER_CLIENT workers: httpcore scans its whole pool on every request,
+        # which costs more than the request itself at 64 connections in one pool
+        clients = [
+            openai.AsyncOpenAI(
+                base_url=cfg.base_url,
+                api_key=os.environ.get(cfg.api_key_env) or "not-needed",
+                max_retries=0,
+                timeout=cfg.timeout_s,
+                # plain http (a local server): skip building a TLS context per client (~25 ms each)
+                http_client=openai.DefaultAsyncHttpxClient(verify=False) if plain_http else None,
+            )
+            for _ in range(math.ceil(n_workers / _WORKERS_PER_CLIENT))
+        ]
+        pending = iter(items)
+
+        with progress() as bar:
+            task = bar.add_task("judge", total=len(items), unit="exchanges")
+
+            async def worker(client: openai.AsyncOpenAI) -> None:
+                for item in pending:  # one shared iterator: bounded concurrency without a task per row
+                    if self.stats.budget_exhausted:
+                        outcomes.append(_Outcome(item["key"], skipped=True))
+                        continue
+                    outcome, row = await self._judge_one(client, item)
+                    if row is not None and writer is not None:
+                        writer.put(row)
+                    outcomes.append(outcome)
+                    bar.advance(task)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for k in range(n_workers):
+                        group.create_task(worker(clients[k % len(clients)]))
+            except BaseExceptionGroup as eg:  # re-raise the first real error, not the group
+                first: BaseException = eg
+                while isinstance(first, BaseExceptionGroup):
+                    first = first.exceptions[0]
+                raise first from None
+            finally:
+                for c in clients:
+                    await c.close()
+                if writer is not None:
+                    await writer.close()
+                self.stats.estimated_cost = (
+                    self.stats.prompt_tokens / 1000 * cfg.price_per_1k_input
+                    + self.stats.completion_tokens / 1000 * cfg.price_per_1k_output
+                )
+                self.stats.structured_output = self._mode
+        return outcomes
+
+    async def _judge_one(self, client: openai.AsyncOpenAI, item: dict) -> tuple[_Outcome, dict | None]:
+        cfg = self.config
+        key = item["key"]
+        messages = [
+            {"role": "system", "content": rubric.SYSTEM_PROMPT},
+            {"role": "user", "content": rubric.user_message(
+                item["context"] or [], item["response"] or "", item["feedback"], cfg.context_token_budget)},
+        ]
+        tokens = [0, 0]
+        try:
+            content = await self._call(client, messages, tokens)
+            try:
+                verdict = rubric.parse_verdict(content)
+            except ValueError as e:
+                self.stats.repairs += 1
+                repair = rubric.REPAIR_PROMPT.format(error=_short(e))
+                messages += [{"role": "assistant", "content": content or ""}, {"role": "user", "content": repair}]
+                content = await self._call(client, messages, tokens)
+                try:
+                    verdict = rubric.parse_verdict(content)
+                except ValueError as e2:
+                    raise _Failed(f"invalid verdict after repair: {_short(e2)}", final=True, answer=content) from None
+        except _BudgetStop:
+            self.stats.budget_exhausted = True
+            return _Outcome(key, skipped=True), None
+        except _Failed as f:
+            if f.transport:
+                self._consecutive_transport_failures += 1
+                if self._successes == 0 or self._consecutive_transport_failures >= max(3, cfg.concurrency):
+                    raise EndpointError(f"judge endpoint {cfg.base_url or 'api.openai.com'} unreachable: {f}") from None
+            log.warning("judge failed on %s: %s", key, f)
+            row = None
+            if f.final and cfg.temperature == 0:
+                row = self._row(key, (f.answer or "")[:2000], ok=False, error=str(f), tokens=tokens)
+            return _Outcome(key, error=str(f)), row
+        self._consecutive_transport_failures = 0
+        return _Outcome(key, verdict=verdict), self._row(key, verdict.model_dump_json(), ok=True, error=None,
+                                                         tokens=tokens)
+
+    def _row(self, key: str, answer: str, *, ok: bool, error: str | None, tokens: list[int]) -> dict:
+        if not ok:
+            answer = json.dumps({"raw": answer})  # the cache column is JSON
+        return dict(key=key, model=self.config.model, rubric_version=self.version, answer=answer, ok=ok,
+                    error=error, prompt_tokens=tokens[0], completion_tokens=tokens[1])
+
+    async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], tokens: list[int]) -> str | None:
+        """One chat completion with retries; returns the answer's content. Adds usage to `tokens`."""
+        cfg = self.config
+        est = sum(rubric.estimate_tokens(m["content"]) + 4 for m in messages) + cfg.max_tokens
+        attempt = 0
+        while True:
+            if cfg.max_calls is not None and self.stats.calls >= cfg.max_calls:
+                raise _BudgetStop
+            used = self.stats.prompt_tokens + self.stats.completion_tokens
+            if cfg.max_total_tokens is not None and used + self._reserved_tokens + est > cfg.max_total_tokens:
+                raise _BudgetStop
+            self.stats.calls += 1
+            self._reserved_tokens += est
+            mode = self._mode
+            fmt = rubric.RESPONSE_FORMAT_SCHEMA if mode == "json_schema" else rubric.RESPONSE_FORMAT_JSON
+            delay: float | None = None
+            try:
+                # the client's generic `post` (its documented way to call any endpoint) with a typed
+                # result: `chat.completions.create` re-walks the nested request dicts through its
+                # TypedDict transform, which halves the requests/s one core can drive
+                resp = await client.post(
+                    "/chat/completions",
+                    body={"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
+                          "max_tokens": cfg.max_tokens, "response_format": fmt},
+                    cast_to=ChatCompletion,
+                )
+            except openai.APIStatusError as e:
+                status = e.status_code
+                if status in _FATAL_STATUS:
+                    raise EndpointError(
+                        f"judge endpoint {cfg.base_url or 'api.openai.com'} answered {status} for model "
+                        f"{cfg.model!r}: {_short(e.message)}"
+                    ) from None
+                if status in (400, 422) and mode == "json_schema" and cfg.structured_output == "auto" \
+                        and not self._schema_worked:
+                    log.warning("endpoint refused JSON-schema output (%s); using JSON mode", status)
+                    self._mode = "json_object"
+                    continue  # the same attempt again, in JSON mode
+                if status not in _RETRY_STATUS and status < 500:
+                    raise _Failed(f"endpoint rejected the request ({status}): {_short(e.message)}",
+                                  final=False) from None
+                delay = _retry_after(e.response.headers)
+                error = f"HTTP {status}"
+            except openai.APIConnectionError as e:  # includes timeouts and dropped connections
+                error = "timeout" if isinstance(e, openai.APITimeoutError) else f"connection error ({_cause(e)})"
+            except (ValueError, openai.APIResponseValidationError) as e:  # a 200 with a malformed body
+                error = f"malformed response ({_short(e)})"
+            else:
+                self._successes += 1
+                if mode == "json_schema":
+                    self._schema_worked = True
+                u = resp.usage
+                p = u.prompt_tokens if u else est - cfg.max_tokens
+                c_content = resp.choices[0].message.content if resp.choices else None
+                c = u.completion_tokens if u else rubric.estimate_tokens(c_content or "")
+                tokens[0] += p
+                tokens[1] += c
+                self.stats.prompt_tokens += p
+                self.stats.completion_tokens += c
+                return c_content
+            finally:
+                self._reserved_tokens -= est
+            if attempt >= cfg.max_retries:
+                raise _Failed(f"{error} after {attempt + 1} attempts", final=False, transport=True)
+            attempt += 1
+            self.stats.retries += 1
+            if delay is None:
+                cap = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+                delay = cap / 2 + random.uniform(0, cap / 2)  # jitter spreads a burst of retries
+            await asyncio.sleep(delay)
+
+
+class _CacheWriter:
+    """Commit answers as they arrive, in the background: the answers that arrive while one write runs
+    go together in the next (a single-row DuckDB commit costs ~5 ms; waiting for it would cost each
+    request that much latency). A failed write is raised by `close`."""
+
+    def __init__(self, cache: Cache):
+        self.cache = cache
+        self.pending: list[dict] = []
+        self.task: asyncio.Task | None = None
+        self.error: BaseException | None = None
+
+    def put(self, row: dict) -> None:
+        self.pending.append(row)
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            try:
+                await asyncio.to_thread(_put_many, self.cache, batch)
+            except Exception as e:  # keep going: later batches may still land; report at close
+                self.error = self.error or e
+
+    async def close(self) -> None:
+        while self.task is not None and not self.task.done():
+            await asyncio.shield(self.task)
+        if self.error is not None:
+            raise self.error
+
+
+def _put_many(cache: Cache, rows: list[dict]) -> None:
+    frame = pl.DataFrame(rows, schema={
+        "key": pl.String, "model": pl.String, "rubric_version": pl.String, "answer": pl.String,
+        "ok": pl.Boolean, "error": pl.String, "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
+    })
+    many = getattr(cache, "put_judge_many", None)
+    if many is not None:
+        many(frame)
+        return
+    # one transaction for the batch: a single-row commit costs ~5 ms, which would cap throughput
+    with cache._lock:
+        cache.con.execute(f"insert or replace into judge_cache ({', '.join(_CACHE_COLS)}) select * from frame")
+
+
+def _retry_after(headers) -> float | None:
+    """Seconds the server asked us to wait (Retry-After / retry-after-ms), capped; None if absent."""
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / scale
+        except ValueError:
+            parsed = email.utils.parsedate_tz(value)
+            if parsed is None:
+                continue
+            seconds = email.utils.mktime_tz(parsed) - time.time()
+        if math.isfinite(seconds):
+            return min(max(seconds, 0.0), _MAX_RETRY_AFTER_S)
+    return None
+
+
+def _short(e: object, n: int = 200) -> str:
+    text = str(e).replace("\n", " ")
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _cause(e: BaseException) -> str:
+    c = e.__cause__ or e.__context__
+    return type(c).__name__ if c is not None else type(e).__name__

@@ -1,0 +1,153 @@
+"""Finding log files (paths, globs, directories) and streaming their rows in bounded batches.
+
+Readers yield raw rows only; what the rows mean is `formats.py`'s business. Every reader numbers rows
+from 0 in file order (the physical line for JSONL, the element for a JSON array, the row for parquet),
+so a quarantined row can be found again in the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dsatkit.errors import InputError
+
+SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
+"""File names `read_logs` picks up when given a directory (a file named explicitly may have any name)."""
+
+_READ_BYTES = 32 << 20  # decompressed bytes per read of a JSONL file
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[str]:
+    """Files named by `paths` (files, shell globs with `**`, directories), in order, each once."""
+    out: list[str] = []
+    for given in paths:
+        p = str(given)
+        if os.path.isdir(p):
+            found = sorted(
+                f
+                for f in glob.glob(os.path.join(glob.escape(p), "**", "*"), recursive=True)
+                if os.path.isfile(f) and f.lower().endswith(SUFFIXES)
+            )
+            if not found:
+                raise InputError(
+                    f"{p}: directory holds no log files ({', '.join(SUFFIXES)})",
+                    hint="point at the files themselves, or a directory that holds some",
+                )
+        elif os.path.isfile(p):
+            found = [p]
+        elif glob.has_magic(p):
+            found = sorted(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
+            if not found:
+                raise InputError(f"{p}: the pattern matches no files", hint="check the pattern and the directory")
+        else:
+            raise InputError(f"{p}: no such file or directory")
+        out.extend(found)
+    return list(dict.fromkeys(out))  # the same file named twice is read once
+
+
+def kind_of(path: str) -> str:
+    """'parquet', 'jsonl' or 'json' (a top-level array), from the file's first bytes, not its name."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PAR1":
+        return "parquet"
+    try:
+        with _open(path) as f:
+            start = f.read(4096).lstrip()
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        raise InputError(f"{path}: cannot read the file ({e})") from None
+    # `[` opens a JSON array; anything else is read line by line (a `.json` file of one object per
+    # line is common, and lines that are not JSON get quarantined one by one)
+    return "json" if start[:1] == b"[" else "jsonl"
+
+
+def _open(path: str):
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def iter_parquet(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Row batches of a parquet file (row groups are streamed, never the whole file)."""
+    pf = pq.ParquetFile(path)
+    for rb in pf.iter_batches(batch_size=batch_rows):
+        yield pl.from_arrow(pa.Table.from_batches([rb]))  # type: ignore[misc]
+
+
+def parquet_columns(path: str) -> list[str]:
+    return list(pq.read_schema(path).names)
+
+
+def iter_jsonl(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of (`_row` line number, `_bytes` the line) with up to `batch_rows` non-blank lines each.
+
+    Lines are split by Arrow in C, whole buffers at a time; empty lines are skipped (they still count
+    in the line numbers). Bytes stay bytes here so that a line that is not UTF-8 reaches quarantine
+    instead of failing the file.
+    """
+    pending: list[pl.DataFrame] = []
+    n_pending = 0
+    line_no = 0
+    rest = b""
+    with _open(path) as f:
+        while True:
+            buf = f.read(_READ_BYTES)
+            eof = not buf
+            data = rest + buf
+            if not eof:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    rest = data
+                    continue
+                data, rest = data[: cut + 1], data[cut + 1 :]
+            else:
+                rest = b""
+            if data:
+                lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n").flatten()
+                if data.endswith(b"\n"):
+                    lines = lines.slice(0, len(lines) - 1)  # the empty piece after the last newline
+                frame = pl.DataFrame({"_bytes": pl.from_arrow(lines)}).with_row_index("_row", offset=line_no)
+                line_no += len(lines)
+                # empty lines are skipped here; lines of only spaces or "\r" are skipped after decoding
+                frame = frame.with_columns(pl.col("_row").cast(pl.Int64)).filter(pl.col("_bytes").bin.size() > 0)
+                pending.append(frame)
+                n_pending += frame.height
+            while n_pending >= batch_rows or (eof and n_pending):
+                whole = pl.concat(pending) if len(pending) > 1 else pending[0]
+                yield whole.head(batch_rows)
+                tail = whole.slice(batch_rows)
+                pending, n_pending = ([tail], tail.height) if tail.height else ([], 0)
+            if eof:
+                return
+
+
+def iter_json_array(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Frames of (`_row` element index, `_text` the element as JSON text) of a top-level JSON array.
+
+    DuckDB streams the array (it never holds the whole document); the file must be valid JSON. The
+    stream has a connection of its own: an open result blocks other queries on a connection.
+    """
+    esc = path.replace("'", "''")
+    con = duckdb.connect()
+    try:
+        rel = con.sql(
+            f"select json::VARCHAR as _text from read_json_objects('{esc}', format='array', "
+            "maximum_object_size=1073741824)"
+        )
+        offset = 0
+        for rb in rel.fetch_record_batch(batch_rows):
+            frame = pl.from_arrow(pa.Table.from_batches([rb])).with_row_index("_row", offset=offset)  # type: ignore[union-attr]
+            offset += frame.height
+            yield frame.with_columns(pl.col("_row").cast(pl.Int64))
+    finally:
+        con.close()

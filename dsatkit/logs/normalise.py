@@ -1,0 +1,176 @@
+"""Conversations (C) and messages (M) of a batch -> canonical TURNS plus QUARANTINE, all vectorised.
+
+See `formats.py` for what C and M hold. Flat turn tables arrive as one row per message (R) and are
+grouped here first; `split_carry` keeps the conversation at the end of a batch for the next one, so
+no conversation is split across batches when its rows are contiguous in the file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from dsatkit.hashing import md5_of
+from dsatkit.logs import quarantine as q
+from dsatkit.logs.formats import ROLE_ALIASES
+from dsatkit.schema import TURNS, conform
+
+
+class SeenIds:
+    """Conversation ids seen so far in one `read_logs` call, as a sorted array of 64-bit hashes.
+
+    Hashes keep memory at 8 bytes an id (80 MB for 10M conversations); a false "duplicate" needs a
+    64-bit collision (odds ~n^2/2^65: 3e-6 at 10M ids).
+    """
+
+    def __init__(self) -> None:
+        self._h = np.empty(0, dtype=np.uint64)
+
+    @staticmethod
+    def hash(ids: pl.Series) -> np.ndarray:
+        return ids.hash(seed=0).to_numpy()
+
+    def contains(self, h: np.ndarray) -> np.ndarray:
+        if not len(self._h) or not len(h):
+            return np.zeros(len(h), dtype=bool)
+        idx = np.searchsorted(self._h, h)
+        idx[idx == len(self._h)] = len(self._h) - 1
+        return self._h[idx] == h
+
+    def add(self, h: np.ndarray) -> None:
+        new = np.unique(h)
+        self._h = np.insert(self._h, np.searchsorted(self._h, new), new)
+
+
+def split_carry(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows to emit now, rows to carry): the trailing run of the last conversation is carried."""
+    ok = pl.col("_bad").is_null() & pl.col("conversation_id").is_not_null()
+    ids = r.filter(ok)["conversation_id"]
+    if ids.is_empty():
+        return r, r.clear()
+    last = ids[-1]
+    others = r.filter(ok & (pl.col("conversation_id") != last))["_row"]
+    cut = (others.max() + 1) if len(others) else r["_row"].min()  # type: ignore[operator]
+    return r.filter(pl.col("_row") < cut), r.filter(pl.col("_row") >= cut)
+
+
+def flat_to_cm(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Group the rows of a flat turn table into C and M (order: the turn column, then file order)."""
+    ok = pl.col("_bad").is_null() & pl.col("conversation_id").is_not_null()
+    lone = r.filter(~ok).select(
+        (-pl.col("_row") - 1).alias("_conv"), "_row",
+        pl.coalesce("_bad", pl.lit(q.NO_ID)).alias("_bad"), pl.lit(0, pl.Int32).alias("_n"), "conversation_id",
+    )
+    m = (
+        r.filter(ok)
+        .with_columns(_conv=pl.col("_row").min().over("conversation_id"))
+        .sort("_conv", "_turn", "_row", nulls_last=True)
+        .select(
+            "_conv", "_row", pl.int_range(pl.len(), dtype=pl.Int32).over("_conv").alias("m_turn"),
+            pl.lit(False).alias("_null"), "m_role", "m_content",
+            pl.col("timestamp").alias("m_timestamp"), pl.col("language").alias("m_language"),
+            pl.col("model").alias("m_model"), pl.col("metadata").alias("m_metadata"), "conversation_id",
+        )
+    )
+    c = m.group_by("_conv", maintain_order=True).agg(
+        pl.col("conversation_id").first(), pl.len().cast(pl.Int32).alias("_n")
+    ).with_columns(
+        _row=pl.col("_conv"), _bad=pl.lit(None, pl.String),
+        # in a flat table these are per row, so they live in M
+        model=pl.lit(None, pl.String), language=pl.lit(None, pl.String),
+        timestamp=pl.lit(None, pl.Datetime("us", "UTC")), metadata=pl.lit(None, pl.String),
+    )
+    c = pl.concat([c, lone], how="diagonal_relaxed")
+    return c, m.drop("conversation_id")
+
+
+def _issue(max_chars: int) -> pl.Expr:
+    """A message's problem, the first that applies, or null."""
+    return (
+        pl.when(pl.col("_null")).then(pl.lit(q.MALFORMED_MESSAGE))
+        .when(pl.col("role").is_null()).then(pl.lit(q.UNKNOWN_ROLE))
+        .when(pl.col("m_content").is_null()).then(pl.lit(q.NON_TEXT))
+        .when(pl.col("m_content").str.len_chars() > max_chars).then(pl.lit(q.TOO_LONG))
+    )
+
+
+def to_turns(
+    c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, source_file: str, max_chars: int, seen: SeenIds
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Validate a batch's conversations: (TURNS of the good ones, QUARANTINE of the rest)."""
+    m = m.with_columns(
+        role=pl.col("m_role").str.strip_chars().str.to_lowercase()
+        .replace_strict(ROLE_ALIASES, default=None, return_dtype=pl.String)
+    ).with_columns(_issue=_issue(max_chars))
+    worst = (
+        m.filter(pl.col("_issue").is_not_null())
+        .group_by("_conv", maintain_order=True)
+        .agg(pl.col("_row").first().alias("_brow"), pl.col("_issue").first())
+    )
+    c = c.join(worst, on="_conv", how="left", maintain_order="left").with_columns(
+        reason=pl.coalesce("_bad", pl.when(pl.col("_n").fill_null(0) == 0).then(pl.lit(q.NO_MESSAGES)), "_issue"),
+        _brow=pl.coalesce("_brow", "_row"),
+    )
+    c = _fill_ids(c, source_file)
+    c = _mark_duplicates(c, seen)
+
+    bad = c.filter(pl.col("reason").is_not_null())
+    good = c.filter(pl.col("reason").is_null())
+    bad_keys = bad["_conv"]
+    keep = m.filter(~pl.col("_conv").is_in(bad_keys.implode())) if len(bad_keys) else m
+    conv_cols = good.select("_conv", "conversation_id", "model", "language", "timestamp", "metadata")
+    t = keep.join(conv_cols, on="_conv", how="inner", maintain_order="left")
+    turns = t.select(
+        "conversation_id",
+        pl.col("m_turn").alias("turn_index"),
+        "role",
+        pl.col("m_content").alias("content"),
+        _coalesce(t, "timestamp"),
+        _coalesce(t, "model"),
+        _coalesce(t, "language"),
+        pl.lit(source_file).alias("source_file"),
+        _coalesce(t, "metadata"),
+    )
+
+    siblings = (
+        m.join(bad.select("_conv", "_brow"), on="_conv", how="inner")
+        .filter(pl.col("_row") != pl.col("_brow"))
+        .select("_row", pl.lit(q.IN_BAD_CONVERSATION).alias("reason"))
+    )
+    rejected = pl.concat([bad.select(pl.col("_brow").alias("_row"), "reason"), siblings]).unique(
+        "_row", keep="first", maintain_order=True
+    )
+    return conform(turns, TURNS), q.quarantine_frame(rejected, raw, source_file)
+
+
+def _coalesce(t: pl.DataFrame, name: str) -> pl.Expr:
+    """The message's own value when the format has one, else the conversation's."""
+    own = f"m_{name}"
+    return (pl.coalesce(own, name) if own in t.columns else pl.col(name)).alias(name)
+
+
+def _fill_ids(c: pl.DataFrame, source_file: str) -> pl.DataFrame:
+    """A stable id for conversations that have none: md5 of the file (as given) and the row number."""
+    missing = c["conversation_id"].is_null() & c["reason"].is_null()
+    if not missing.any():
+        return c
+    rows = c.filter(missing)["_row"]
+    made = md5_of(pl.Series([source_file] * len(rows)), rows)
+    ids = c["conversation_id"].clone().scatter(np.flatnonzero(missing.to_numpy()), made)
+    return c.with_columns(conversation_id=ids)
+
+
+def _mark_duplicates(c: pl.DataFrame, seen: SeenIds) -> pl.DataFrame:
+    """Good conversations whose id came before (this batch or an earlier one) become duplicates."""
+    good = c["reason"].is_null().to_numpy()
+    idx = np.flatnonzero(good)
+    if not len(idx):
+        return c
+    ids = c["conversation_id"].gather(idx)
+    h = SeenIds.hash(ids)
+    dup = seen.contains(h) | ~ids.is_first_distinct().to_numpy()
+    seen.add(h[~dup])
+    if dup.any():
+        reason = c["reason"].clone().scatter(idx[dup], q.DUPLICATE)
+        c = c.with_columns(reason=reason)
+    return c

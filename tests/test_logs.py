@@ -1,0 +1,250 @@
+"""dsatkit.logs: every format x container, auto-detection, quarantine of every bad case, batching."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dsatkit.config import ReadConfig
+from dsatkit.errors import InputError
+from dsatkit.logs import read_logs
+from dsatkit.schema import QUARANTINE, TURNS
+from tests.fixtures import make_logs
+
+LOGS = Path(__file__).parent / "fixtures" / "logs"
+
+
+def read(paths, **config) -> tuple[pl.DataFrame, pl.DataFrame, list]:
+    batches = list(read_logs([str(p) for p in paths], ReadConfig(**config)))
+    for b in batches:
+        assert b.turns.schema == TURNS and b.quarantine.schema == QUARANTINE
+    turns = pl.concat([b.turns for b in batches]) if batches else pl.DataFrame(schema=TURNS)
+    quarantine = pl.concat([b.quarantine for b in batches]) if batches else pl.DataFrame(schema=QUARANTINE)
+    return turns, quarantine, batches
+
+
+def expected_turns() -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {"conversation_id": cid, "turn_index": i, "role": r, "content": c}
+            for cid, _, msgs in make_logs.CONVERSATIONS
+            for i, (r, c) in enumerate(msgs)
+        ],
+        schema={"conversation_id": pl.String, "turn_index": pl.Int32, "role": TURNS["role"], "content": pl.String},
+    )
+
+
+def test_committed_fixtures_are_what_the_generator_writes(tmp_path):
+    make_logs.main(tmp_path)
+    for f in tmp_path.iterdir():
+        if not f.name.endswith(".parquet"):  # parquet embeds the writer's version
+            assert f.read_bytes() == (LOGS / f.name).read_bytes(), f.name
+
+
+@pytest.mark.parametrize("fmt", make_logs.FORMATS)
+def test_every_container_gives_identical_turns(fmt):
+    frames = {}
+    for container in make_logs.CONTAINERS:
+        turns, quarantine, batches = read([LOGS / f"{fmt}.{container}"])
+        assert {b.format for b in batches} == {fmt}
+        assert quarantine.is_empty()
+        assert sum(b.rows_read for b in batches) == len(make_logs.rows(fmt))
+        frames[container] = turns.drop("source_file")
+    ref = frames["jsonl"]
+    for container, frame in frames.items():
+        assert frame.equals(ref), container
+    # and every format carries the same conversations
+    assert ref.select("conversation_id", "turn_index", "role", "content").equals(expected_turns())
+
+
+def test_side_fields_model_language_timestamp_metadata():
+    for container in ("parquet", "jsonl"):
+        turns, _, _ = read([LOGS / f"wildchat.{container}"])
+        first = turns.row(0, named=True)
+        assert first["model"] == "gpt-4o" and first["language"] == "English"
+        assert first["timestamp"] == make_logs.STAMP
+        meta = json.loads(first["metadata"])
+        assert meta == {"turn": 2, "toxic": False, "redacted": False}  # openai_moderation dropped
+    turns, _, _ = read([LOGS / "lmsys.json"])
+    assert json.loads(turns["metadata"][0]) == {"turn": 2, "redacted": False}
+    turns, _, _ = read([LOGS / "openai.parquet"])
+    assert turns["metadata"].is_null().all()  # no extra fields, no metadata
+    assert turns["source_file"].unique().to_list() == [str(LOGS / "openai.parquet")]
+
+
+def test_format_override():
+    _, _, batches = read([LOGS / "wildchat.jsonl"], format="lmsys")  # both keep `conversation`
+    assert batches[0].format == "lmsys"
+    with pytest.raises(InputError, match="sharegpt.jsonl: not in format openai"):
+        read([LOGS / "sharegpt.jsonl"], format="openai")
+    with pytest.raises(InputError, match="not in format turns"):
+        read([LOGS / "openai.parquet"], format="turns")
+
+
+def test_malformed_corpus_quarantines_exactly_the_bad_rows():
+    _, expected, n_good = make_logs.malformed_lines()
+    turns, quarantine, batches = read([LOGS / "malformed.jsonl"], max_message_chars=make_logs.MAX_CHARS)
+    assert dict(Counter(quarantine["reason"].to_list())) == expected
+    assert turns["conversation_id"].n_unique() == n_good
+    assert sorted(turns["content"].to_list()) == sorted(["hi", "hello", "q", "a", "no id here", "numeric id"])
+    assert turns.filter(pl.col("content") == "numeric id")["conversation_id"].item() == "7"
+    # every non-blank line is either a kept conversation or a quarantine row
+    assert sum(b.rows_read for b in batches) == n_good + quarantine.height
+    lines = (LOGS / "malformed.jsonl").read_bytes().split(b"\n")
+    for row in quarantine.iter_rows(named=True):  # row numbers point at the offending line
+        line = lines[row["row_number"]]
+        if row["reason"] != "invalid UTF-8":
+            assert row["raw"] == line.decode()[:2000]
+    utf8 = quarantine.filter(pl.col("reason") == "invalid UTF-8")["raw"].item()
+    assert "caf\\xE9" in utf8 and '"id"' in utf8
+    too_long = quarantine.filter(pl.col("reason") == "message too long")["raw"].item()
+    assert len(too_long) == 2000
+
+
+def test_generated_ids_are_stable_and_distinct():
+    a, _, _ = read([LOGS / "malformed.jsonl"], max_message_chars=make_logs.MAX_CHARS)
+    b, _, _ = read([LOGS / "malformed.jsonl"], max_message_chars=make_logs.MAX_CHARS)
+    made = a.filter(pl.col("content") == "no id here")["conversation_id"].item()
+    assert made == b.filter(pl.col("content") == "no id here")["conversation_id"].item()
+    assert len(made) == 32 and made not in {"g1", "g2", "7"}
+
+
+def test_duplicates_across_files_keep_the_first(tmp_path):
+    second = make_logs.write(make_logs.rows("openai")[:2], tmp_path / "again.parquet")
+    turns, quarantine, _ = read([LOGS / "openai.jsonl", second])
+    assert turns["conversation_id"].n_unique() == 3
+    assert (turns["source_file"] == str(LOGS / "openai.jsonl")).all()
+    assert quarantine.select("source_file", "row_number", "reason").rows() == [
+        (str(second), 0, "duplicate conversation_id"),
+        (str(second), 1, "duplicate conversation_id"),
+    ]
+
+
+def test_a_bad_good_row_pair_keeps_the_good_copy(tmp_path):
+    # a quarantined first copy does not make a later good copy a duplicate
+    p = tmp_path / "x.jsonl"
+    p.write_text(
+        json.dumps({"id": "a", "messages": [{"role": "user", "content": None}]}) + "\n"
+        + json.dumps({"id": "a", "messages": [{"role": "user", "content": "ok"}]}) + "\n"
+    )
+    turns, quarantine, _ = read([p])
+    assert turns["content"].to_list() == ["ok"]
+    assert quarantine["reason"].to_list() == ["non-text content"]
+
+
+def test_flat_table_bad_row_quarantines_its_conversation():
+    data, expected, n_good_turns = make_logs.malformed_turns()
+    turns, quarantine, batches = read([LOGS / "malformed_turns.jsonl"])
+    assert dict(Counter(quarantine["reason"].to_list())) == expected
+    assert turns.height == n_good_turns
+    assert sorted(turns["conversation_id"].unique().to_list()) == ["t1", "t3"]
+    assert sum(b.rows_read for b in batches) == len(data) == turns.height + quarantine.height
+    assert quarantine.filter(pl.col("reason") == "unknown role")["row_number"].item() == 3
+
+
+def test_content_parts_are_flattened_in_json_and_parquet(tmp_path):
+    row = {
+        "id": "mm",
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "what is"},
+                {"type": "image_url", "image_url": {"url": "http://img"}},
+                {"type": "text", "text": "in this picture?"},
+            ]},
+            {"role": "assistant", "content": [{"type": "text", "text": "A cat."}]},
+        ],
+    }
+    for name in ("mm.jsonl", "mm.parquet"):
+        turns, quarantine, _ = read([make_logs.write([row], tmp_path / name)])
+        assert quarantine.is_empty(), name
+        assert turns["content"].to_list() == ["what is\nin this picture?", "A cat."], name
+
+
+def test_role_aliases(tmp_path):
+    roles = ["System", "developer", "HUMAN", "gpt", "bot", "model", " assistant ", "function", "ipython", "tool"]
+    row = {"conversations": [{"from": r, "value": str(i)} for i, r in enumerate(roles)]}
+    turns, quarantine, _ = read([make_logs.write([row], tmp_path / "roles.jsonl")])
+    assert quarantine.is_empty()
+    assert turns["role"].cast(pl.String).to_list() == [
+        "system", "system", "user", "assistant", "assistant", "assistant", "assistant", "tool", "tool", "tool"
+    ]
+
+
+def test_message_too_long_in_parquet(tmp_path):
+    rows = [{"id": "s", "messages": [{"role": "user", "content": "ok"}]},
+            {"id": "l", "messages": [{"role": "user", "content": "é" * 11}]}]
+    turns, quarantine, _ = read([make_logs.write(rows, tmp_path / "long.parquet")], max_message_chars=10)
+    assert turns["conversation_id"].to_list() == ["s"]
+    assert quarantine.select("row_number", "reason").rows() == [(1, "message too long")]
+    assert json.loads(quarantine["raw"].item())["id"] == "l"  # a parquet row is quarantined as JSON
+
+
+def test_globs_and_directories(tmp_path):
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    shutil.copy(LOGS / "openai.jsonl", tmp_path / "a" / "one.jsonl")
+    shutil.copy(LOGS / "sharegpt.parquet", tmp_path / "a" / "b" / "two.parquet")
+    (tmp_path / "a" / "notes.txt").write_text("not a log")
+    _, _, batches = read([tmp_path / "a"])
+    assert [Path(b.source_file).name for b in batches] == ["two.parquet", "one.jsonl"]  # sorted paths
+    _, _, batches = read([str(tmp_path / "a" / "**" / "*.parquet")])
+    assert [Path(b.source_file).name for b in batches] == ["two.parquet"]
+    # the same file named twice is read once (no spurious duplicates)
+    turns, quarantine, _ = read([tmp_path / "a" / "one.jsonl", str(tmp_path / "a" / "*.jsonl")])
+    assert quarantine.is_empty() and turns["conversation_id"].n_unique() == 3
+    with pytest.raises(InputError, match="nothing-here"):
+        read([tmp_path / "nothing-here" / "*.jsonl"])
+    with pytest.raises(InputError, match="missing.parquet: no such file"):
+        read([tmp_path / "missing.parquet"])
+
+
+def test_unreadable_and_unrecognised_files(tmp_path):
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1" + b"\x00garbage" * 10)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"foo": 1, "bar": 2}) + "\n")
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(gzip.compress((LOGS / "openai.jsonl").read_bytes())[:-20])
+    bad_array = tmp_path / "bad.json"
+    bad_array.write_text('[{"messages": []}, {oops')
+    for path, match in ((corrupt, "corrupt.parquet: unreadable"), (unknown, "unrecognised log format"),
+                        (truncated, "truncated.jsonl.gz"), (bad_array, "bad.json: unreadable")):
+        with pytest.raises(InputError, match=match) as err:
+            read([path])
+        assert str(path) in str(err.value)
+    with pytest.raises(InputError, match="tried openai, sharegpt, wildchat, lmsys, turns"):
+        read([unknown])
+
+    turns, quarantine, _ = read([corrupt, LOGS / "openai.jsonl", unknown, bad_array], skip_bad_files=True)
+    assert turns["conversation_id"].n_unique() == 3
+    assert quarantine["row_number"].to_list() == [-1, -1, -1]
+    assert quarantine["source_file"].to_list() == [str(corrupt), str(unknown), str(bad_array)]
+    assert all(r.startswith("unreadable file: ") for r in quarantine["reason"])
+
+
+@pytest.mark.parametrize("name", ["turns.parquet", "turns.jsonl", "openai.parquet", "wildchat.json"])
+@pytest.mark.parametrize("batch_rows", [1, 2, 4])
+def test_batches_never_split_a_conversation(name, batch_rows):
+    turns, _, batches = read([LOGS / name], batch_rows=batch_rows)
+    owners = [set(b.turns["conversation_id"]) for b in batches]
+    for i, ids in enumerate(owners):
+        for other in owners[i + 1 :]:
+            assert not ids & other
+    assert turns.select("conversation_id", "turn_index", "role", "content").equals(expected_turns())
+    if not name.startswith("turns"):
+        assert all(b.rows_read <= batch_rows for b in batches)
+
+
+def test_flat_table_without_turn_column_keeps_file_order(tmp_path):
+    rows = [{"session_id": "s1", "speaker": "user", "text": "first"},
+            {"session_id": "s1", "speaker": "assistant", "text": "second"},
+            {"session_id": "s1", "speaker": "user", "text": "third"}]
+    turns, _, batches = read([make_logs.write(rows, tmp_path / "flat.parquet")])
+    assert batches[0].format == "turns"
+    assert turns["content"].to_list() == ["first", "second", "third"]
+    assert turns["turn_index"].to_list() == [0, 1, 2]
