@@ -22,7 +22,6 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import polars as pl
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 USER = [
@@ -40,24 +39,40 @@ FEEDBACK = [
     "this is not what I asked", "ok", "can you make it shorter?", "still doesn't work", "great, thanks",
     "不对，重新回答", "спасибо", "está mal", "merci beaucoup", "das ist falsch", "next",
 ]
-WORDS = ("the model answer explains how to use this function with an example and a note about edge "
-         "cases performance memory and the usual pitfalls when you call it inside a loop").split()
+def _vocab(rng: np.random.Generator, size: int = 5000) -> pl.Series:
+    letters = np.array(list("etaoinshrdlucmfwypvbgkqjxz"))
+    words = {"".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(size)}
+    return pl.Series(sorted(words))
 
 
-def generate(n: int, path: Path, seed: int = 0, chunk: int = 200_000) -> None:
-    """Write n conversations of user/assistant/user/assistant/user turns (5 turns) to parquet."""
+def _texts(rng: np.random.Generator, vocab: pl.Series, n: int, lo: int, hi: int) -> pl.Series:
+    """n distinct texts of lo..hi random words (so that nothing compresses to a dictionary)."""
+    lens = rng.integers(lo, hi, size=n)
+    words = vocab.gather(rng.integers(0, len(vocab), size=int(lens.sum())))
+    rows = np.repeat(np.arange(n), lens)
+    return pl.DataFrame({"r": rows, "w": words}).group_by("r", maintain_order=True).agg(
+        pl.col("w").str.join(" ")
+    )["w"]
+
+
+def generate(n: int, path: Path, seed: int = 0, chunk: int = 100_000) -> None:
+    """Write n conversations of user/assistant/user/assistant/user turns to parquet.
+
+    Assistant answers are 30-160 random words (~600 bytes), requests a template plus a few words,
+    feedback turns drawn from a list of what users type.
+    """
     rng = np.random.default_rng(seed)
-    vocab = np.array(WORDS)
+    vocab = _vocab(rng)
     writer = None
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        filler = [" ".join(rng.choice(vocab, size=k)) for k in rng.integers(30, 160, size=64)]
-        user = np.array(USER)[rng.integers(0, len(USER), m)]
+        user = pl.Series(np.array(USER)[rng.integers(0, len(USER), m)]) + " " + _texts(rng, vocab, m, 2, 12)
         fb = np.array(FEEDBACK)[rng.integers(0, len(FEEDBACK), (m, 2))]
-        ans = np.array(filler)[rng.integers(0, len(filler), (m, 2))]
-        ids = [f"conv-{start + i}" for i in range(m)]
-        frame = pl.DataFrame({"id": ids, "u0": user, "a0": ans[:, 0], "u1": fb[:, 0], "a1": ans[:, 1],
-                              "u2": fb[:, 1], "model": ["gpt-x"] * m})
+        frame = pl.DataFrame({
+            "id": pl.Series([f"conv-{i}" for i in range(start, start + m)]),
+            "u0": user, "a0": _texts(rng, vocab, m, 30, 160), "u1": fb[:, 0],
+            "a1": _texts(rng, vocab, m, 30, 160), "u2": fb[:, 1], "model": ["gpt-x"] * m,
+        })
         frame = frame.select(
             "id", "model",
             messages=pl.concat_list(
@@ -69,7 +84,7 @@ def generate(n: int, path: Path, seed: int = 0, chunk: int = 200_000) -> None:
         table = frame.to_arrow()
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema, compression="zstd")
-        writer.write_table(table, row_group_size=100_000)
+        writer.write_table(table, row_group_size=50_000)
     assert writer is not None
     writer.close()
 

@@ -1,11 +1,14 @@
 """TURNS -> EXCHANGES: one row per assistant response, with what came before and after it.
 
-Rules (all computed with window expressions over each conversation, no Python loop):
+Rules:
 - context: every message before the response, in order (system and tool turns included);
 - request: the last user turn before the response;
 - feedback: the first user turn after the response, provided no other assistant turn comes first
   (otherwise the user is reacting to that later turn, and this response gets no feedback);
 - followup: the first assistant turn after the feedback (the user may add turns in between).
+
+The frame is sorted once by (conversation, turn) and every lookup is a forward/backward fill over
+row numbers bounded by the conversation's first and last row: no group-by windows, no Python loop.
 """
 
 from __future__ import annotations
@@ -13,67 +16,85 @@ from __future__ import annotations
 import polars as pl
 
 from dsatkit.hashing import md5_of
-from dsatkit.schema import EXCHANGES, TURNS, conform
+from dsatkit.schema import EXCHANGES, MESSAGE_DTYPE, TURNS, conform
+
+_ROW = pl.col("row")
 
 
-def _next_pos_of(role: str) -> pl.Expr:
-    """Position of the next turn (strictly after this one) with `role`, within the conversation."""
-    return (
-        pl.when(pl.col("role") == role)
-        .then(pl.col("pos"))
-        .shift(-1)
-        .backward_fill()
-        .over("conversation_id", order_by="pos")
+def _rows_of(role: str, direction: str) -> pl.Expr:
+    """Row number of the nearest turn with `role` strictly after ("next") or before ("prev")."""
+    marked = pl.when(pl.col("role") == role).then(_ROW)
+    if direction == "next":
+        found = marked.shift(-1).backward_fill()
+        return pl.when(found <= pl.col("conv_end")).then(found)
+    found = marked.shift(1).forward_fill()
+    return pl.when(found >= pl.col("conv_start")).then(found)
+
+
+def _at(column: str, rows: str) -> pl.Expr:
+    """`column` taken at the row numbers held in `rows` (null where `rows` is null)."""
+    return pl.col(column).gather(pl.col(rows).fill_null(0)).pipe(
+        lambda e: pl.when(pl.col(rows).is_not_null()).then(e)
     )
 
 
-def build_exchanges(turns: pl.DataFrame) -> pl.DataFrame:
-    """Build the EXCHANGES frame of `turns` (a TURNS frame holding whole conversations)."""
+def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
+    """The EXCHANGES frame of `turns` (a TURNS frame holding whole conversations).
+
+    With `context=False` the context column stays null (it is the costliest column, and most
+    stages never read it); `attach_context` fills it later for the rows that need it.
+    """
     t = conform(turns, TURNS).sort("conversation_id", "turn_index")
+    cid = pl.col("conversation_id")
+    t = t.with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64), role=pl.col("role").cast(pl.String))
     t = t.with_columns(
-        pos=pl.int_range(pl.len(), dtype=pl.Int32).over("conversation_id"),
-        role=pl.col("role").cast(pl.String),
+        conv_start=pl.when(cid != cid.shift(1)).then(_ROW).fill_null(0).forward_fill(),
+        conv_end=pl.when(cid != cid.shift(-1)).then(_ROW).fill_null(pl.len() - 1).backward_fill(),
     )
     t = t.with_columns(
-        next_user=_next_pos_of("user"),
-        next_assistant=_next_pos_of("assistant"),
-        request=pl.when(pl.col("role") == "user")
-        .then(pl.col("content"))
-        .shift(1)
-        .forward_fill()
-        .over("conversation_id", order_by="pos"),
+        next_user=_rows_of("user", "next"),
+        next_assistant=_rows_of("assistant", "next"),
+        request_row=_rows_of("user", "prev"),
     )
-    # where each response's feedback sits, and (from the feedback row) where its followup sits
     t = t.with_columns(
-        feedback_pos=pl.when(
+        feedback_row=pl.when(
             (pl.col("role") == "assistant")
             & pl.col("next_user").is_not_null()
             & (pl.col("next_assistant").is_null() | (pl.col("next_user") < pl.col("next_assistant")))
-        ).then(pl.col("next_user")),
-        followup_pos=pl.when(pl.col("role") == "user").then(pl.col("next_assistant")),
+        ).then(pl.col("next_user"))
     )
-    messages = t.group_by("conversation_id").agg(
-        pl.struct("role", "content").sort_by("pos").alias("messages")
-    )
-    by_pos = t.select("conversation_id", "pos", "content", "followup_pos")
-    responses = t.filter(pl.col("role") == "assistant")
-    ex = (
-        responses.join(
-            by_pos.rename({"pos": "feedback_pos", "content": "feedback", "followup_pos": "fpos"}),
-            on=["conversation_id", "feedback_pos"],
-            how="left",
-        )
-        .join(
-            by_pos.select("conversation_id", pl.col("pos").alias("fpos"), pl.col("content").alias("followup")),
-            on=["conversation_id", "fpos"],
-            how="left",
-        )
-        .join(messages, on="conversation_id", how="left")
-        .with_columns(
-            context=pl.col("messages").list.head(pl.col("pos")),
-            response=pl.col("content"),
-            response_turn=pl.col("turn_index"),
-        )
-    )
+    t = t.with_columns(followup_row=_at("next_assistant", "feedback_row"))
+    ex = t.with_columns(
+        response=pl.col("content"),
+        response_turn=pl.col("turn_index"),
+        request=_at("content", "request_row"),
+        request_turn=_at("turn_index", "request_row"),
+        feedback=_at("content", "feedback_row"),
+        feedback_turn=_at("turn_index", "feedback_row"),
+        followup=_at("content", "followup_row"),
+        followup_turn=_at("turn_index", "followup_row"),
+    ).filter(pl.col("role") == "assistant")
     ex = ex.with_columns(exchange_id=md5_of(ex["conversation_id"], ex["response_turn"]))
-    return conform(ex, EXCHANGES).sort("conversation_id", "response_turn")
+    ex = conform(ex, EXCHANGES)
+    return attach_context(ex, t) if context else ex
+
+
+def attach_context(exchanges: pl.DataFrame, turns: pl.DataFrame) -> pl.DataFrame:
+    """Fill the `context` column of `exchanges` from the `turns` of their conversations."""
+    cid = "conversation_id"
+    t = (
+        turns.join(exchanges.select(cid).unique(), on=cid, how="semi")
+        .sort(cid, "turn_index")
+        .with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int32).over(cid))
+    )
+    messages = t.group_by(cid, maintain_order=True).agg(
+        messages=pl.struct(pl.col("role").cast(pl.String), "content").cast(MESSAGE_DTYPE)
+    )
+    positions = t.select(cid, pl.col("turn_index").alias("response_turn"), "pos")
+    joined = (
+        exchanges.drop("context")
+        .join(positions, on=[cid, "response_turn"], how="left", maintain_order="left")
+        .join(messages, on=cid, how="left", maintain_order="left")
+        .with_columns(context=pl.col("messages").list.head(pl.col("pos")))
+    )
+    return conform(joined, EXCHANGES)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from dsatkit.exchanges import attach_context
 from dsatkit.schema import PAIRS, conform
 
 
@@ -17,8 +18,11 @@ def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), text.alias("content")))
 
 
-def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
-    """PAIRS for the DSAT exchanges of `exchanges` (whole conversations) judged in `verdicts`."""
+def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:
+    """PAIRS for the DSAT exchanges of `exchanges` (whole conversations) judged in `verdicts`.
+
+    When `exchanges` was built without context, pass the `turns` to fill it for the DSAT rows only.
+    """
     ex = (
         exchanges.join(verdicts.select("exchange_id", "label", "polarity", "category", "score"),
                        on="exchange_id", how="left")
@@ -30,6 +34,8 @@ def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame
         )
     )
     dsat = ex.filter(pl.col("label").fill_null(False))
+    if turns is not None:
+        dsat = attach_context(dsat, turns)
     base = dict(prompt=pl.col("context"), rejected=_assistant(pl.col("response")))
     dsat_pairs = dsat.with_columns(**base, chosen=pl.lit(None), origin=pl.lit("dsat"))
     seed_pairs = dsat.filter(

@@ -23,7 +23,7 @@ import dsatkit
 from dsatkit.cache import Cache
 from dsatkit.config import MineConfig
 from dsatkit.detectors import Detector, build_detector
-from dsatkit.exchanges import build_exchanges
+from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
 from dsatkit.pairs import build_pairs
 from dsatkit.progress import progress
@@ -96,8 +96,12 @@ def run_detectors(
     cache: Cache | None = None,
     detectors: Sequence[Detector] | None = None,
     timer: _Timer | None = None,
+    turns: pl.DataFrame | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse."""
+    """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse.
+
+    `turns` lets the judge's exchanges get their context when `exchanges` was built without it.
+    """
     timer = timer or _Timer()
     if detectors is None:
         detectors = [build_detector(n, config, cache) for n in config.detectors]
@@ -114,6 +118,8 @@ def run_detectors(
         verdicts = fuse(detections, config.fuse)
     if judge is not None:
         selected = judge_selection(exchanges, verdicts, config)
+        if turns is not None:
+            selected = attach_context(selected, turns)
         with timer("detect:judge"):
             found.append(judge.detect(selected))
         with timer("fuse"):
@@ -215,16 +221,15 @@ def mine(
                 summary.quarantined += batch.quarantine.height
                 reasons.update(batch.quarantine["reason"].to_list())
                 with timer("exchanges"):
-                    ex = build_exchanges(batch.turns)
-                detections, verdicts = run_detectors(ex, config, cache, detectors, timer)
+                    ex = build_exchanges(batch.turns, context=False)
+                detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns)
                 with timer("pairs"):
-                    pairs = build_pairs(ex, verdicts)
+                    pairs = build_pairs(ex, verdicts, batch.turns)
                 with timer("store"):
-                    for table, frame in (
+                    writer.append_many([
                         ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
                         ("verdicts", verdicts), ("pairs", pairs), ("quarantine", batch.quarantine),
-                    ):
-                        writer.append(table, frame)
+                    ])
                 n_conv = batch.turns["conversation_id"].n_unique()
                 summary.conversations += n_conv
                 summary.turns += batch.turns.height

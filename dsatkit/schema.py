@@ -59,11 +59,14 @@ class Exchange(BaseModel):
     exchange_id: str
     conversation_id: str
     response_turn: Int32
-    context: list[Message]
+    context: list[Message] | None = Field(None, description="every message before the response")
     request: str | None = Field(None, description="the last user turn before the response")
     response: str
     feedback: str | None = Field(None, description="the user's next turn")
     followup: str | None = Field(None, description="the assistant's turn after the feedback")
+    request_turn: Int32 | None = None
+    feedback_turn: Int32 | None = None
+    followup_turn: Int32 | None = None
     model: str | None = None
     language: str | None = None
     source_file: str | None = None

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 from pathlib import Path
 
 import duckdb
@@ -25,9 +27,14 @@ CACHE_NAME = "cache.duckdb"
 EXPORTS = ("dsat", "pairs", "quarantine")
 """Tables (or views) also written as DIR/<name>.parquet."""
 
+EXCHANGE_INDEX = pl.Schema(
+    {k: v for k, v in EXCHANGES.items() if k not in ("context", "request", "response", "feedback", "followup")}
+)
+"""What the store keeps of an exchange; the texts come from `turns` through the `exchanges` view."""
+
 TABLES: dict[str, pl.Schema] = {
     "turns": TURNS,
-    "exchanges": EXCHANGES,
+    "exchange_index": EXCHANGE_INDEX,
     "detections": DETECTIONS,
     "verdicts": VERDICTS,
     "pairs": PAIRS,
@@ -40,12 +47,26 @@ create table runs (
     inputs json, config json, versions json, counts json, timings json, detectors json)
 """
 
-_DSAT_VIEW = """
+_VIEWS = """
+create view exchanges as
+select x.exchange_id, x.conversation_id, x.response_turn,
+       coalesce((select list(struct_pack(role := c.role::varchar, content := c.content) order by c.turn_index)
+                 from turns c
+                 where c.conversation_id = x.conversation_id and c.turn_index < x.response_turn), [])
+           as context,
+       rq.content as request, rs.content as response, fb.content as feedback, fu.content as followup,
+       x.request_turn, x.feedback_turn, x.followup_turn, x.model, x.language, x.source_file
+from exchange_index x
+join turns rs on rs.conversation_id = x.conversation_id and rs.turn_index = x.response_turn
+left join turns rq on rq.conversation_id = x.conversation_id and rq.turn_index = x.request_turn
+left join turns fb on fb.conversation_id = x.conversation_id and fb.turn_index = x.feedback_turn
+left join turns fu on fu.conversation_id = x.conversation_id and fu.turn_index = x.followup_turn;
+
 create view dsat as
 select v.exchange_id, v.score, v.category, v.detectors, e.conversation_id, e.response_turn,
        e.request, e.response, e.feedback, e.followup, e.context, e.model, e.language, e.source_file
 from verdicts v join exchanges e using (exchange_id)
-where v.label
+where v.label;
 """
 
 
@@ -74,16 +95,53 @@ class RunWriter:
             except duckdb.Error:
                 pass  # an unreadable or foreign file: start a new history rather than fail the run
 
+        # inserts run on a writer thread (DuckDB releases the GIL) so that they overlap with the
+        # next batch's Polars work; the bounded queue keeps memory bounded when writing lags
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._write_loop, name="dsatkit-store", daemon=True)
+        self._thread.start()
+
+    def _write_loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            try:
+                for table, frame in item:
+                    self.con.execute(f"insert into {table} by name select * from frame")
+            except BaseException as e:  # surfaced by the next append or by commit
+                self._error = e
+
     def append(self, table: str, frame: pl.DataFrame) -> None:
-        if frame.height:
-            self.con.execute(f"insert into {table} by name select * from frame")
+        """Queue `frame` for insertion into `table` (returns before the write is done)."""
+        self.append_many([(table, frame)])
+
+    def append_many(self, items: list[tuple[str, pl.DataFrame]]) -> None:
+        if self._error is not None:
+            raise self._error
+        batch = []
+        for table, frame in items:
+            if table == "exchanges":
+                table, frame = "exchange_index", frame.select(EXCHANGE_INDEX.names())
+            if frame.height:
+                batch.append((table, frame))
+        if batch:
+            self._queue.put(batch)
+
+    def _drain(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
 
     def commit(self, run: dict) -> None:
         """Record the run, export parquet, and atomically replace the store."""
+        self._drain()
         row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in run.items()}
         cols = ", ".join(row)
         self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
-        self.con.execute(_DSAT_VIEW)
+        self.con.execute(_VIEWS)
         staged = []
         for name in EXPORTS:
             target = self.out_dir / f"{name}.parquet"
@@ -97,6 +155,11 @@ class RunWriter:
             os.replace(tmp, target)
 
     def abort(self) -> None:
+        try:
+            self._error = self._error or RuntimeError("aborted")
+            self._drain()
+        except BaseException:
+            pass
         try:
             self.con.close()
         finally:
