@@ -64,9 +64,19 @@ class Cache:
                 "select c.* exclude (created_at) from judge_cache c join wanted w using (key)"
             ).pl()
 
+    _JUDGE_COLS = ("key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens")
+
+    def put_judge_many(self, frame: pl.DataFrame) -> None:
+        """Commit a batch of judge answers in one transaction (a commit per row costs ~5 ms)."""
+        rows = frame.select(self._JUDGE_COLS)  # noqa: F841 (read by DuckDB)
+        with self._lock:
+            self.con.execute(
+                f"insert or replace into judge_cache ({', '.join(self._JUDGE_COLS)}) select * from rows"
+            )
+
     def put_judge(self, row: dict) -> None:
         """Commit one judge answer at once, so a killed run never pays for it again."""
-        cols = ["key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens"]
+        cols = self._JUDGE_COLS
         with self._lock:
             self.con.execute(
                 f"insert or replace into judge_cache ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",

@@ -1,4 +1,4 @@
-"""VERDICTS + EXCHANGES -> PAIRS, in TRL's conversational preference format.
+"""VERDICTS + EXCHANGES -> the DSAT records, and PAIRS in TRL's conversational preference format.
 
 - origin 'dsat': every DSAT exchange; prompt = its context, rejected = [the DSAT response],
   chosen = null until the DRIFT trainer samples it, feedback = the user's dissatisfied turn.
@@ -11,38 +11,43 @@ from __future__ import annotations
 import polars as pl
 
 from dsatkit.exchanges import attach_context
-from dsatkit.schema import PAIRS, conform
+from dsatkit.schema import DSAT, PAIRS, conform
 
 
 def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), text.alias("content")))
 
 
-def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:
-    """PAIRS for the DSAT exchanges of `exchanges` (whole conversations) judged in `verdicts`.
+def dsat_and_pairs(
+    exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The DSAT records and the PAIRS of the exchanges (whole conversations) judged in `verdicts`.
 
     When `exchanges` was built without context, pass the `turns` to fill it for the DSAT rows only.
     """
-    ex = (
-        exchanges.join(verdicts.select("exchange_id", "label", "polarity", "category", "score"),
-                       on="exchange_id", how="left")
-        .sort("conversation_id", "response_turn")
-        .with_columns(
-            # the exchange whose response is this exchange's followup is the conversation's next one
-            next_response=pl.col("response").shift(-1).over("conversation_id"),
-            next_polarity=pl.col("polarity").shift(-1).over("conversation_id"),
-        )
+    judged = exchanges.join(
+        verdicts.select("exchange_id", "label", "polarity", "category", "score", "detectors"), on="exchange_id", how="left"
     )
-    dsat = ex.filter(pl.col("label").fill_null(False))
+    # the exchange whose response is this exchange's followup: its polarity says whether the user
+    # was satisfied by the revision (a natural DSAT -> SAT pair)
+    revision = judged.select(
+        "conversation_id", pl.col("response_turn").alias("followup_turn"), next_polarity=pl.col("polarity")
+    )
+    dsat = judged.filter(pl.col("label").fill_null(False)).join(
+        revision, on=["conversation_id", "followup_turn"], how="left", maintain_order="left"
+    )
+    is_seed = dsat["followup"].is_not_null() & (dsat["next_polarity"] == "sat").fill_null(False)
     if turns is not None:
-        dsat = attach_context(dsat, turns)
+        dsat = attach_context(dsat, turns).with_columns(dsat.select("score", "category", "detectors"))
     base = dict(prompt=pl.col("context"), rejected=_assistant(pl.col("response")))
     dsat_pairs = dsat.with_columns(**base, chosen=pl.lit(None), origin=pl.lit("dsat"))
-    seed_pairs = dsat.filter(
-        pl.col("followup").is_not_null()
-        & (pl.col("next_response") == pl.col("followup"))
-        & (pl.col("next_polarity") == "sat")
-    ).with_columns(**base, chosen=_assistant(pl.col("followup")), origin=pl.lit("seed"))
-    return pl.concat(
-        [conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)]
-    ).sort("origin", "exchange_id")
+    seed_pairs = dsat.filter(is_seed).with_columns(
+        **base, chosen=_assistant(pl.col("followup")), origin=pl.lit("seed")
+    )
+    pairs = pl.concat([conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)]).sort("origin", "exchange_id")
+    return conform(dsat, DSAT).sort("exchange_id"), pairs
+
+
+def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:
+    """PAIRS only; see `dsat_and_pairs`."""
+    return dsat_and_pairs(exchanges, verdicts, turns)[1]

@@ -25,7 +25,7 @@ from dsatkit.config import MineConfig
 from dsatkit.detectors import Detector, build_detector
 from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
-from dsatkit.pairs import build_pairs
+from dsatkit.pairs import dsat_and_pairs
 from dsatkit.progress import progress
 from dsatkit.schema import DETECTIONS, empty
 from dsatkit.store import CACHE_NAME, RunWriter, connect
@@ -53,6 +53,9 @@ class MineSummary(BaseModel):
     seed_pairs: int = 0
     timings_s: dict[str, float] = Field(default_factory=dict)
     detectors: dict[str, dict] = Field(default_factory=dict, description="per-detector stats")
+    judge_cascade: dict[str, int] = Field(
+        default_factory=dict, description="exchanges eligible for the judge, sent to it, and calls saved"
+    )
 
 
 class _Timer:
@@ -97,10 +100,12 @@ def run_detectors(
     detectors: Sequence[Detector] | None = None,
     timer: _Timer | None = None,
     turns: pl.DataFrame | None = None,
+    cascade: Counter[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse.
 
-    `turns` lets the judge's exchanges get their context when `exchanges` was built without it.
+    `turns` lets the judge's exchanges get their context when `exchanges` was built without it;
+    `cascade` counts the exchanges the judge could have seen (`eligible`) and was given (`judged`).
     """
     timer = timer or _Timer()
     if detectors is None:
@@ -118,6 +123,9 @@ def run_detectors(
         verdicts = fuse(detections, config.fuse)
     if judge is not None:
         selected = judge_selection(exchanges, verdicts, config)
+        if cascade is not None:
+            cascade["eligible"] += int(exchanges["feedback"].is_not_null().sum())
+            cascade["sent_to_judge"] += selected.height
         if turns is not None:
             selected = attach_context(selected, turns)
         with timer("detect:judge"):
@@ -203,9 +211,10 @@ def mine(
     timer = _Timer()
     reasons: Counter[str] = Counter()
     categories: Counter[str] = Counter()
+    cascade: Counter[str] = Counter()
     files: set[str] = set()
     cache = Cache(out / CACHE_NAME)
-    writer = RunWriter(out)
+    writer = RunWriter(out, config.store.text_compression)
     try:
         detectors = [build_detector(n, config, cache) for n in config.detectors]
         with progress() as bar:
@@ -222,13 +231,13 @@ def mine(
                 reasons.update(batch.quarantine["reason"].to_list())
                 with timer("exchanges"):
                     ex = build_exchanges(batch.turns, context=False)
-                detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns)
+                detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns, cascade)
                 with timer("pairs"):
-                    pairs = build_pairs(ex, verdicts, batch.turns)
+                    dsat, pairs = dsat_and_pairs(ex, verdicts, batch.turns)
                 with timer("store"):
                     writer.append_many([
                         ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
-                        ("verdicts", verdicts), ("pairs", pairs), ("quarantine", batch.quarantine),
+                        ("verdicts", verdicts), ("dsat", dsat), ("pairs", pairs), ("quarantine", batch.quarantine),
                     ])
                 n_conv = batch.turns["conversation_id"].n_unique()
                 summary.conversations += n_conv
@@ -246,6 +255,9 @@ def mine(
         summary.quarantine_reasons = dict(reasons.most_common())
         summary.dsat_by_category = dict(categories.most_common())
         summary.detectors = {d.name: _stats_of(d) for d in detectors if _stats_of(d)}
+        if cascade:
+            cascade["saved"] = cascade["eligible"] - cascade["sent_to_judge"]
+            summary.judge_cascade = dict(cascade)
         with timer("commit"):
             summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
             writer.commit(

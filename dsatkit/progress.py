@@ -20,6 +20,9 @@ from rich.progress import (
 from rich.text import Text
 
 console = Console(stderr=True)
+"""Progress, notes and errors: stderr, so that results piped from stdout stay clean."""
+results = Console()
+"""What a command produces (tables, summaries): stdout."""
 
 
 def interactive() -> bool:

@@ -95,6 +95,25 @@ class Verdict(BaseModel):
     detectors: str | None = Field(None, description="comma list of the detectors that voted DSAT")
 
 
+class DsatRecord(BaseModel):
+    """DSAT: one dissatisfying exchange with its verdict and texts, as users query and export it."""
+
+    exchange_id: str
+    score: float = Field(description="fused P(DSAT)")
+    category: str | None = None
+    detectors: str | None = Field(None, description="comma list of the detectors that voted DSAT")
+    conversation_id: str
+    response_turn: Int32
+    request: str | None = None
+    response: str
+    feedback: str | None = None
+    followup: str | None = None
+    context: list[Message] = Field(description="every message before the response")
+    model: str | None = None
+    language: str | None = None
+    source_file: str | None = None
+
+
 class PreferencePair(BaseModel):
     """PAIRS in TRL's conversational preference format, plus provenance."""
 
@@ -172,6 +191,7 @@ TURNS = frame_schema(Turn)
 EXCHANGES = frame_schema(Exchange)
 DETECTIONS = frame_schema(Detection)
 VERDICTS = frame_schema(Verdict)
+DSAT = frame_schema(DsatRecord)
 PAIRS = frame_schema(PreferencePair)
 QUARANTINE = frame_schema(QuarantineRow)
 

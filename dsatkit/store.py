@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 
 from dsatkit.errors import StoreError
-from dsatkit.schema import DETECTIONS, EXCHANGES, PAIRS, QUARANTINE, TURNS, VERDICTS, empty
+from dsatkit.schema import DETECTIONS, DSAT, EXCHANGES, PAIRS, QUARANTINE, TURNS, VERDICTS, empty
 from dsatkit.taxonomy import TAXONOMY
 
 DB_NAME = "dsat.duckdb"
@@ -38,6 +38,8 @@ TABLES: dict[str, pl.Schema] = {
     "detections": DETECTIONS,
     "verdicts": VERDICTS,
     "pairs": PAIRS,
+    # materialised at mine time (10% of exchanges, typically): a view would re-scan every turn
+    "dsat": DSAT,
     "quarantine": QUARANTINE,
 }
 
@@ -49,31 +51,56 @@ create table runs (
 
 _VIEWS = """
 create view exchanges as
+with slots as (
+    select exchange_id, conversation_id,
+           unnest([response_turn, request_turn, feedback_turn, followup_turn]) as turn_index,
+           unnest([0, 1, 2, 3]) as slot
+    from exchange_index),
+texts as (
+    -- one pass over turns for the four texts of every exchange (four joins would scan it four times)
+    select s.exchange_id,
+           any_value(t.content) filter (where s.slot = 0) as response,
+           any_value(t.content) filter (where s.slot = 1) as request,
+           any_value(t.content) filter (where s.slot = 2) as feedback,
+           any_value(t.content) filter (where s.slot = 3) as followup
+    from slots s join turns t using (conversation_id, turn_index)
+    group by s.exchange_id),
+conversations as (
+    select conversation_id,
+           list(struct_pack(role := role::varchar, content := content) order by turn_index) as messages,
+           list(turn_index order by turn_index) as turn_indexes
+    from turns group by conversation_id)
 select x.exchange_id, x.conversation_id, x.response_turn,
-       coalesce((select list(struct_pack(role := c.role::varchar, content := c.content) order by c.turn_index)
-                 from turns c
-                 where c.conversation_id = x.conversation_id and c.turn_index < x.response_turn), [])
-           as context,
-       rq.content as request, rs.content as response, fb.content as feedback, fu.content as followup,
+       list_slice(c.messages, 1, list_position(c.turn_indexes, x.response_turn) - 1) as context,
+       t.request, t.response, t.feedback, t.followup,
        x.request_turn, x.feedback_turn, x.followup_turn, x.model, x.language, x.source_file
 from exchange_index x
-join turns rs on rs.conversation_id = x.conversation_id and rs.turn_index = x.response_turn
-left join turns rq on rq.conversation_id = x.conversation_id and rq.turn_index = x.request_turn
-left join turns fb on fb.conversation_id = x.conversation_id and fb.turn_index = x.feedback_turn
-left join turns fu on fu.conversation_id = x.conversation_id and fu.turn_index = x.followup_turn;
-
-create view dsat as
-select v.exchange_id, v.score, v.category, v.detectors, e.conversation_id, e.response_turn,
-       e.request, e.response, e.feedback, e.followup, e.context, e.model, e.language, e.source_file
-from verdicts v join exchanges e using (exchange_id)
-where v.label;
+join texts t using (exchange_id)
+join conversations c using (conversation_id);
 """
+
+
+def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, text_compression: str) -> str:
+    """DDL for a store table; turn texts get an explicit compression.
+
+    DuckDB's automatic choice for long strings (FSST analysis) costs ~4x the time of writing them
+    uncompressed, and message text is most of what a store holds: "none" is the fast default,
+    "zstd" the compact one (~0.4x the size, ~3x the write time of "none").
+    """
+    frame = empty(schema)  # noqa: F841 (read by DuckDB's replacement scan)
+    columns = []
+    for col, dtype, *_ in con.sql("describe select * from frame").fetchall():
+        using = ""
+        if name == "turns" and col == "content":
+            using = f" using compression {'uncompressed' if text_compression == 'none' else text_compression}"
+        columns.append(f'"{col}" {dtype}{using}')
+    return f"create table {name} ({', '.join(columns)})"
 
 
 class RunWriter:
     """Collects one run's frames into a temp DuckDB file; `commit` swaps it in, `abort` drops it."""
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(self, out_dir: str | Path, text_compression: str = "none"):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for stale in self.out_dir.glob(f".{DB_NAME}.*.tmp*"):
@@ -81,8 +108,7 @@ class RunWriter:
         self.tmp = self.out_dir / f".{DB_NAME}.{os.getpid()}.tmp"
         self.con = duckdb.connect(str(self.tmp))
         for name, schema in TABLES.items():
-            frame = empty(schema)  # noqa: F841 (read by DuckDB's replacement scan)
-            self.con.execute(f"create table {name} as select * from frame")
+            self.con.execute(_create_table(self.con, name, schema, text_compression))
         self.con.execute(_RUNS_DDL)
         taxonomy = TAXONOMY  # noqa: F841
         self.con.execute("create table taxonomy as select * from taxonomy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 import json
 import os
 import signal
@@ -70,12 +71,9 @@ def make_exchanges(feedbacks: list[str | None], contexts: list[str] | None = Non
 
 def config(srv: OpenAIServer, **kw) -> JudgeConfig:
     kw.setdefault("api_key_env", "DSATKIT_TEST_NO_SUCH_KEY")
+    kw.setdefault("backoff_base_s", 0.02)
     return JudgeConfig(model="judge-test", base_url=srv.url, **kw)
 
-
-def fast(det: JudgeDetector) -> JudgeDetector:
-    det.backoff_base_s = 0.02
-    return det
 
 
 @pytest.fixture
@@ -186,7 +184,7 @@ def test_retries_every_fault_kind_and_honours_retry_after(server):
         Reply(text="{this is not json"),  # a 200 with a malformed body
         error(503),
     )
-    det = fast(JudgeDetector(config(server, timeout_s=0.5, concurrency=1)))
+    det = JudgeDetector(config(server, timeout_s=0.5, concurrency=1))
     out = det.detect(make_exchanges(["that's wrong"]))
     assert out["category"].to_list() == ["factual_error"]
     assert (det.stats.calls, det.stats.retries, det.stats.failures) == (7, 6, 0)
@@ -198,7 +196,7 @@ def test_retries_every_fault_kind_and_honours_retry_after(server):
 
 def test_persistent_5xx_is_a_failure_not_a_guess(server):
     ex = make_exchanges(["thanks", "wrong", "thanks"])
-    det = fast(JudgeDetector(config(server, concurrency=1, max_retries=2)))
+    det = JudgeDetector(config(server, concurrency=1, max_retries=2))
     det.detect(ex.head(1))  # one success first: later transport failures are per-exchange
     server.enqueue(*[error(500)] * 3)
     out = det.detect(ex.slice(1))
@@ -213,7 +211,7 @@ def test_unreachable_endpoint_is_an_endpoint_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = JudgeConfig(model="m", base_url=f"http://127.0.0.1:{port}/v1", max_retries=2, timeout_s=2)
-    det = fast(JudgeDetector(cfg))
+    det = JudgeDetector(cfg)
     with pytest.raises(EndpointError, match="unreachable") as e:
         det.detect(make_exchanges(["wrong"]))
     assert "\n" not in str(e.value) and e.value.hint
@@ -441,15 +439,16 @@ def test_cascade_call_counts(server, judge_on, expected):
     cfg = MineConfig(detectors=["lexical", "judge"], judge=config(server, judge_on=judge_on),
                      fuse=FuseConfig(uncertain_band=(0.25, 0.75)))
     judge = JudgeDetector(cfg.judge)
-    detections, verdicts = run_detectors(ex, cfg, None, [FixedScores(scores), judge])
+    cascade = Counter()
+    detections, verdicts = run_detectors(ex, cfg, None, [FixedScores(scores), judge], cascade=cascade)
     assert len(server.requests) == judge.stats.calls == expected
+    assert cascade == {"eligible": 5, "sent_to_judge": expected}
     judged = set(detections.filter(pl.col("detector") == "judge")["exchange_id"])
     assert len(judged) == expected and "x5" not in judged  # no feedback: never sent
     assert verdicts.height == 6
 
 
 def test_cascade_with_the_lexical_detector(server):
-    pytest.importorskip("dsatkit.detectors.lexical")
     from dsatkit.pipeline import run_detectors
 
     ex = make_exchanges(["that's wrong, you made a mistake", "thanks, that works!", "tell me about cats",
@@ -462,3 +461,41 @@ def test_cascade_with_the_lexical_detector(server):
         calls[judge_on] = len(server.requests)
         assert detections.filter(pl.col("detector") == "judge").height == calls[judge_on]
     assert calls["all"] == 5 and 0 < calls["candidates"] < 5
+
+
+def test_mine_cli_reports_the_calls_the_cascade_saved(server, tmp_path):
+    """End to end through `dsatkit mine`: the judge joins the verdicts and the summary counts its calls."""
+    logs = tmp_path / "logs.jsonl"
+    feedbacks = ["that's wrong, it is 4", "thanks!", "tell me more about cats", "wrong again, useless"]
+    logs.write_text("".join(
+        json.dumps({"id": f"c{i}", "messages": [{"role": "user", "content": f"question {i}"},
+                                                 {"role": "assistant", "content": f"answer {i}"},
+                                                 {"role": "user", "content": fb}]}) + "\n"
+        for i, fb in enumerate(feedbacks)
+    ))
+    out = tmp_path / "mined"
+    env = {**os.environ, "CI": "1", "DSATKIT_TEST_NO_SUCH_KEY": "sk-test"}
+    r = subprocess.run(
+        [sys.executable, "-m", "dsatkit", "mine", str(logs), "-o", str(out), "--detectors", "lexical,judge",
+         "--judge-model", "judge-test", "--judge-base-url", server.url, "--judge-on", "candidates",
+         "--config", str(_judge_yaml(tmp_path))],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    sent = len(server.requests)
+    assert 0 < sent < len(feedbacks)
+    assert f"{sent:,} of {len(feedbacks):,} sent ({len(feedbacks) - sent:,} calls saved)" in r.stdout
+    from dsatkit.store import connect
+
+    con = connect(out)
+    judged = con.execute("select count(*) from detections where detector = 'judge'").fetchone()[0]
+    runs = json.loads(con.execute("select counts from runs").fetchone()[0])
+    con.close()
+    assert judged == sent
+    assert runs["judge_cascade"] == {"eligible": 4, "sent_to_judge": sent, "saved": 4 - sent}
+
+
+def _judge_yaml(tmp_path: Path) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text("judge:\n  model: judge-test\n  api_key_env: DSATKIT_TEST_NO_SUCH_KEY\n  backoff_base_s: 0.02\n")
+    return path

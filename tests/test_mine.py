@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from dsatkit.config import MineConfig
+from dsatkit.config import MineConfig, StoreConfig
 from dsatkit.errors import StoreError
 from dsatkit.pipeline import mine
 from dsatkit.store import DB_NAME, connect
@@ -52,7 +52,7 @@ def test_mine_writes_all_tables_and_finds_dsat(logs: Path, tmp_path: Path):
     out = tmp_path / "mined"
     result = mine([logs], out, LEXICAL)
     s = result.summary
-    assert (s.conversations, s.turns, s.exchanges) == (4, 19, 8)
+    assert (s.conversations, s.turns, s.exchanges, s.with_feedback) == (4, 17, 6, 6)
     con = duckdb.connect(str(out / DB_NAME), read_only=True)  # the stock client sees the same tables
     tables = {r[0] for r in con.sql("select table_name from information_schema.tables").fetchall()}
     assert {"turns", "exchanges", "detections", "verdicts", "dsat", "pairs", "quarantine", "runs",
@@ -61,6 +61,13 @@ def test_mine_writes_all_tables_and_finds_dsat(logs: Path, tmp_path: Path):
     assert dsat == [("capital", 1), ("sql", 2), ("sql", 4)]
     con.close()
     assert result.dsat.height == 3 and s.dsat == 3
+    sql4 = result.dsat.filter(pl.col("response_turn") == 4).row(0, named=True)
+    assert [m["role"] for m in sql4["context"]] == ["system", "user", "assistant", "user"]
+    assert sql4["feedback"] == "still wrong, it should be sorted" and sql4["followup"] is None
+    assert sql4["request"] == "this is not what I asked, I need the count"
+    # the exchanges view gives every exchange its texts, also those that are not DSAT
+    code = result.sql("select * from exchanges where conversation_id = 'code'").row(0, named=True)
+    assert (code["request"], code["feedback"], len(code["context"])) == ("reverse a list in python", "continue", 1)
     pairs = result.pairs
     assert pairs.filter(pl.col("origin") == "dsat").height == 3
     seed = pairs.filter(pl.col("origin") == "seed")
@@ -79,17 +86,24 @@ def test_rerun_is_idempotent_and_keeps_run_history(logs: Path, tmp_path: Path):
     assert second.sql("select count(*) n from runs")["n"][0] == 2
 
 
-def test_python_api_without_out_dir(logs: Path):
-    import dsatkit.pipeline
+def test_zstd_text_compression_stores_the_same_content(logs: Path, tmp_path: Path):
+    plain = mine([logs], tmp_path / "plain", LEXICAL)
+    compact = mine([logs], tmp_path / "zstd", LEXICAL.model_copy(update={"store": StoreConfig(text_compression="zstd")}))
+    assert compact.table("turns").sort(pl.all()).equals(plain.table("turns").sort(pl.all()))
+    assert compact.dsat.sort("exchange_id").equals(plain.dsat.sort("exchange_id"))
 
-    result = dsatkit.pipeline.mine([str(logs)], config=LEXICAL)
+
+def test_python_api_without_out_dir(logs: Path):
+    import dsatkit
+
+    result = dsatkit.mine([str(logs)], config=LEXICAL)
     assert isinstance(result.dsat, pl.DataFrame) and result.dsat.height == 3
 
 
 _KILLER = """
 import os, signal, sys
 from dsatkit import store
-from dsatkit.config import MineConfig
+from dsatkit.config import MineConfig, StoreConfig
 from dsatkit.pipeline import mine
 
 real_write = store.RunWriter._write_loop

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dsatkit.progress import console
+from dsatkit.progress import results
 
 
 def mine_command(
@@ -89,12 +89,15 @@ def print_summary(summary, out: Path) -> None:
         table.add_row(f"  quarantine: {reason}", f"{n:,}")
     for cat, n in s.dsat_by_category.items():
         table.add_row(f"  dsat: {cat}", f"{n:,}")
+    if s.judge_cascade:
+        c = s.judge_cascade
+        table.add_row("judge cascade", f"{c['sent_to_judge']:,} of {c['eligible']:,} sent ({c['saved']:,} calls saved)")
     for name, stats in s.detectors.items():
         shown = ", ".join(f"{k}={v}" for k, v in stats.items() if v not in (None, 0, 0.0, False, {}))
         table.add_row(f"  {name}", shown)
     total = sum(s.timings_s.values())
     table.add_row("time", f"{total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in s.timings_s.items())})")
-    console.print(table)
+    results.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,7 @@ import polars as pl
 import typer
 
 from dsatkit.errors import DsatkitError
-from dsatkit.progress import console
+from dsatkit.progress import results
 
 
 class QueryError(DsatkitError):
@@ -38,9 +38,9 @@ def _print_table(frame: pl.DataFrame, title: str | None = None, max_rows: int = 
         table.add_column(name, overflow="fold", max_width=80)
     for row in frame.head(max_rows).iter_rows():
         table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    results.print(table)
     if frame.height > max_rows:
-        console.print(f"[dim]... {frame.height - max_rows:,} more rows (use --format csv/json/parquet -o FILE)[/dim]")
+        results.print(f"[dim]... {frame.height - max_rows:,} more rows (use --format csv/json/parquet -o FILE)[/dim]")
 
 
 def sql_command(
@@ -79,8 +79,8 @@ def stats_command(
     """Counts by category, language, model and source file, plus the last runs."""
     overview = run_query(
         store_dir,
-        "select (select count(*) from exchanges) exchanges, "
-        "(select count(*) from exchanges where feedback is not null) with_feedback, "
+        "select (select count(*) from exchange_index) exchanges, "
+        "(select count(*) from exchange_index where feedback_turn is not null) with_feedback, "
         "(select count(*) from dsat) dsat, "
         "(select count(*) from verdicts where polarity = 'sat') sat, "
         "(select count(*) from pairs where origin = 'dsat') dsat_pairs, "
@@ -103,7 +103,7 @@ def stats_command(
                 f"select coalesce(e.{column}, '(unknown)') {column}, count(*) exchanges, "
                 "count(*) filter (where v.label) dsat, "
                 "round(100.0 * count(*) filter (where v.label) / count(*), 1) dsat_pct "
-                "from exchanges e join verdicts v using (exchange_id) group by all order by exchanges desc limit 25",
+                "from exchange_index e join verdicts v using (exchange_id) group by all order by exchanges desc limit 25",
             ),
             f"by {column}",
         )

@@ -50,7 +50,6 @@ _RETRY_STATUS = {408, 409, 425, 429}
 _FATAL_STATUS = {401, 403, 404}
 _MAX_RETRY_AFTER_S = 120.0
 _WORKERS_PER_CLIENT = 8
-_CACHE_COLS = ["key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens"]
 _VERDICT_DTYPE = pl.Struct(
     {"rationale": pl.String, "dsat": pl.Boolean, "category": pl.String, "confidence": pl.Float64}
 )
@@ -106,8 +105,8 @@ class JudgeDetector:
         self.config = config
         self.cache = cache
         self.stats = JudgeStats()
-        self.backoff_base_s = 0.5
-        self.backoff_max_s = 30.0
+        self.backoff_base_s = config.backoff_base_s
+        self.backoff_max_s = config.backoff_max_s
         # auto tries strict JSON-schema output first and falls back to JSON mode if the endpoint refuses it
         self._mode = "json_object" if config.structured_output == "json_object" else "json_schema"
         self._schema_worked = False
@@ -417,13 +416,7 @@ def _put_many(cache: Cache, rows: list[dict]) -> None:
         "key": pl.String, "model": pl.String, "rubric_version": pl.String, "answer": pl.String,
         "ok": pl.Boolean, "error": pl.String, "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
     })
-    many = getattr(cache, "put_judge_many", None)
-    if many is not None:
-        many(frame)
-        return
-    # one transaction for the batch: a single-row commit costs ~5 ms, which would cap throughput
-    with cache._lock:
-        cache.con.execute(f"insert or replace into judge_cache ({', '.join(_CACHE_COLS)}) select * from frame")
+    cache.put_judge_many(frame)
 
 
 def _retry_after(headers) -> float | None:
