@@ -58,8 +58,9 @@ def _texts(rng: np.random.Generator, vocab: pl.Series, n: int, lo: int, hi: int)
 def generate(n: int, path: Path, seed: int = 0, chunk: int = 100_000) -> None:
     """Write n conversations of user/assistant/user/assistant/user turns to parquet.
 
-    Assistant answers are 30-160 random words (~600 bytes), requests a template plus a few words,
-    feedback turns drawn from a list of what users type.
+    Assistant answers are 30-160 random words (~600 bytes), requests a template plus a few words.
+    Follow-up user turns are 60% drawn from a list of what users type (real logs repeat "thanks",
+    "continue", "wrong" endlessly) and 40% distinct new questions of 3-25 words.
     """
     rng = np.random.default_rng(seed)
     vocab = _vocab(rng)
@@ -67,11 +68,14 @@ def generate(n: int, path: Path, seed: int = 0, chunk: int = 100_000) -> None:
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         user = pl.Series(np.array(USER)[rng.integers(0, len(USER), m)]) + " " + _texts(rng, vocab, m, 2, 12)
-        fb = np.array(FEEDBACK)[rng.integers(0, len(FEEDBACK), (m, 2))]
+        fb = np.array(FEEDBACK, dtype=object)[rng.integers(0, len(FEEDBACK), (m, 2))]
+        fresh = rng.random((m, 2)) >= 0.6
+        for col in (0, 1):
+            fb[fresh[:, col], col] = _texts(rng, vocab, int(fresh[:, col].sum()), 3, 25).to_numpy()
         frame = pl.DataFrame({
             "id": pl.Series([f"conv-{i}" for i in range(start, start + m)]),
-            "u0": user, "a0": _texts(rng, vocab, m, 30, 160), "u1": fb[:, 0],
-            "a1": _texts(rng, vocab, m, 30, 160), "u2": fb[:, 1], "model": ["gpt-x"] * m,
+            "u0": user, "a0": _texts(rng, vocab, m, 30, 160), "u1": fb[:, 0].astype(str),
+            "a1": _texts(rng, vocab, m, 30, 160), "u2": fb[:, 1].astype(str), "model": ["gpt-x"] * m,
         })
         frame = frame.select(
             "id", "model",

@@ -80,8 +80,14 @@ join conversations c using (conversation_id);
 """
 
 
+_TEXT_COLUMNS = frozenset(
+    {"content", "context", "request", "response", "feedback", "followup", "prompt", "chosen", "rejected", "raw"}
+)
+"""Columns that hold message text (plain or nested in message lists): most of a store's bytes."""
+
+
 def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, text_compression: str) -> str:
-    """DDL for a store table; turn texts get an explicit compression.
+    """DDL for a store table; message texts get an explicit compression.
 
     DuckDB's automatic choice for long strings (FSST analysis) costs ~4x the time of writing them
     uncompressed, and message text is most of what a store holds: "none" is the fast default,
@@ -91,8 +97,10 @@ def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, 
     columns = []
     for col, dtype, *_ in con.sql("describe select * from frame").fetchall():
         using = ""
-        if name == "turns" and col == "content":
-            using = f" using compression {'uncompressed' if text_compression == 'none' else text_compression}"
+        if col in _TEXT_COLUMNS and text_compression == "none":
+            using = " using compression uncompressed"
+        elif col in _TEXT_COLUMNS and dtype == "VARCHAR":  # DuckDB has zstd for flat strings only
+            using = f" using compression {text_compression}"
         columns.append(f'"{col}" {dtype}{using}')
     return f"create table {name} ({', '.join(columns)})"
 
