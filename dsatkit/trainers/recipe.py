@@ -1,0 +1,250 @@
+"""The training recipe: one pydantic model loaded from YAML, with one-line errors naming the bad key.
+
+`dpo:` passes every field through to TRL's `DPOConfig`; the names of the published alignment-handbook /
+DRIFT configs that TRL >= 0.29 no longer accepts are translated here (and reported once):
+`rpo_alpha: a` -> `loss_type: [sigmoid, sft]` + `loss_weights: [1.0, a]`, `torch_dtype` ->
+`model_init_kwargs.dtype`, `warmup_ratio` -> `warmup_steps` (a float < 1 is a ratio in transformers 5),
+`max_prompt_length` -> dropped (TRL truncates with `max_length` and
+`truncation_mode`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dsatkit.config import validate
+from dsatkit.errors import ConfigError
+
+DEFAULT_INSTRUCTION = (
+    "The user was not satisfied with your previous response. Write an improved response to the "
+    "conversation that addresses the user's concern. Reply with the improved response only."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSpec(_Strict):
+    path: Path = Field(description="a mined directory (holding pairs.parquet) or a pairs parquet file")
+    where: str | None = Field(None, description="SQL filter over the PAIRS columns, run in DuckDB")
+    test_size: float = Field(0.0, ge=0, description="held-out share (< 1) or count (>= 1) of exchanges")
+    max_pairs: int | None = Field(None, gt=0, description="use at most this many DSAT prompts")
+
+
+class SeedStage(_Strict):
+    enabled: bool = False
+    epochs: float = Field(3.0, gt=0, description="the seed stage trains on natural DSAT->SAT pairs")
+
+
+class SamplerSpec(_Strict):
+    backend: Literal["auto", "vllm", "transformers", "precomputed"] = Field(
+        "auto", description="auto = vLLM when importable and a GPU is present; precomputed = use data's chosen"
+    )
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(512, gt=0)
+    batch_size: int = Field(16, gt=0, description="prompts per transformers `generate` call")
+    condition_on_feedback: bool = Field(
+        True, description="show the policy the DSAT response + feedback (DRIFT); false = plain on-policy"
+    )
+    instruction: str = DEFAULT_INSTRUCTION
+    tensor_parallel_size: int = Field(1, gt=0, description="vLLM only")
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM only")
+    near_duplicate: float = Field(
+        0.9, gt=0, le=1, description="drop samples whose word-set Jaccard with the rejected is >= this"
+    )
+
+
+class JudgeScorerSpec(_Strict):
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    concurrency: int = Field(8, gt=0)
+
+
+class ScorerSpec(_Strict):
+    """How `idpo` ranks its two samples: exactly one of an LLM judge or a reward model."""
+
+    judge: JudgeScorerSpec | None = None
+    reward_model: str | None = Field(None, description="path of an AutoModelForSequenceClassification")
+    batch_size: int = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> ScorerSpec:
+        if (self.judge is None) == (self.reward_model is None):
+            raise ValueError("give exactly one of judge: {model, base_url, ...} or reward_model: PATH")
+        return self
+
+
+class MetricsSpec(_Strict):
+    embedding_model: str | None = Field(
+        "all-MiniLM-L6-v2", description="for the chosen samples' mean pairwise distance; null skips it"
+    )
+    max_samples: int = Field(2000, gt=1, description="diversity is measured on at most this many samples")
+
+
+_DPO_FIELDS = {f.name: f for f in dataclasses.fields(__import__("trl").DPOConfig)}
+# TRL checks loss_type only inside the training step: read the accepted names off the field's help instead
+_LOSS_TYPES = set(re.findall(r"`'(\w+)'`", _DPO_FIELDS["loss_type"].metadata.get("help", "")))
+
+
+class Recipe(_Strict):
+    model: str = Field(description="hub name or local path of the starting policy; builtin:tiny for tests")
+    tokenizer: str | None = Field(None, description="defaults to the model's")
+    chat_template: str | None = Field(None, description="a Jinja template, or a path to one")
+    method: Literal["drift", "spin", "idpo"] = "drift"
+    data: DataSpec
+    seed_stage: SeedStage = Field(default_factory=SeedStage)
+    rounds: int = Field(2, ge=0)
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec)
+    scorer: ScorerSpec | None = None
+    dpo: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields, passed through")
+    lora: dict[str, Any] | None = Field(None, description="peft LoraConfig fields; null = full fine-tuning")
+    output_dir: Path
+    seed: int = 42
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+
+    @field_validator("dpo", mode="before")
+    @classmethod
+    def _translate_dpo(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return translate_dpo(value)
+
+    @field_validator("dpo")
+    @classmethod
+    def _known_dpo(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - set(_DPO_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown DPOConfig field {unknown[0]!r} (TRL {__import__('trl').__version__})")
+        if "output_dir" in value:
+            raise ValueError("set output_dir at the top level, not under dpo")
+        losses = value.get("loss_type")
+        losses = [losses] if isinstance(losses, str) else losses or []
+        bad = [x for x in losses if _LOSS_TYPES and x not in _LOSS_TYPES]
+        if bad:
+            raise ValueError(f"unknown loss_type {bad[0]!r}; TRL accepts {', '.join(sorted(_LOSS_TYPES))}")
+        return value
+
+    @field_validator("lora")
+    @classmethod
+    def _lora(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                from peft import LoraConfig
+            except ImportError:
+                raise ValueError("lora needs peft: pip install 'dsatkit[lora]'") from None
+            try:
+                LoraConfig(**value)
+            except TypeError as e:
+                raise ValueError(f"not a LoraConfig: {e}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _scorer(self) -> Recipe:
+        if self.method == "idpo" and self.scorer is None:
+            raise ValueError(
+                "method idpo ranks two policy samples and needs a scorer: "
+                "scorer: {judge: {model, base_url}} or scorer: {reward_model: PATH}"
+            )
+        return self
+
+    def dpo_config(self, output_dir: Path, **overrides: Any):
+        """A `DPOConfig` for one stage; CPU-safe defaults where the recipe says nothing."""
+        import torch
+        from trl import DPOConfig
+
+        kw: dict[str, Any] = {"logging_steps": 1, "save_strategy": "no", "report_to": "none", "seed": self.seed}
+        if not torch.cuda.is_available():
+            kw["bf16"] = False  # TRL would otherwise refuse to start on CPU
+        kw.update(self.dpo)
+        if not torch.cuda.is_available() and kw.get("bf16"):
+            warnings.warn("bf16 requested but no GPU: training in float32", stacklevel=2)
+            kw["bf16"] = False
+        kw.update(overrides)
+        try:
+            return DPOConfig(output_dir=str(output_dir), **kw)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"dpo: {str(e).strip().splitlines()[0]}", hint="fix the recipe's dpo: section") from None
+
+
+_translated_once: set[str] = set()
+
+
+def translate_dpo(dpo: dict[str, Any]) -> dict[str, Any]:
+    """Map the alignment-handbook names TRL dropped onto their TRL 1.x equivalents."""
+    out = dict(dpo)
+    notes: list[str] = []
+    if "rpo_alpha" in out:
+        alpha = out.pop("rpo_alpha")
+        if alpha:
+            out.setdefault("loss_type", ["sigmoid", "sft"])
+            out.setdefault("loss_weights", [1.0, float(alpha)])
+            notes.append(f"rpo_alpha {alpha} -> loss_type [sigmoid, sft], loss_weights [1.0, {alpha}]")
+    if "torch_dtype" in out:
+        dtype = out.pop("torch_dtype")
+        out["model_init_kwargs"] = {**(out.get("model_init_kwargs") or {}), "dtype": dtype}
+        notes.append(f"torch_dtype {dtype} -> model_init_kwargs.dtype")
+    if "warmup_ratio" in out:
+        ratio = out.pop("warmup_ratio")
+        out.setdefault("warmup_steps", float(ratio))
+        notes.append(f"warmup_ratio {ratio} -> warmup_steps {float(ratio)} (a float < 1 is a ratio)")
+    if "max_prompt_length" in out:
+        n = out.pop("max_prompt_length")
+        notes.append(f"max_prompt_length {n} dropped (TRL 1.x truncates with max_length/truncation_mode)")
+    for note in notes:
+        if note not in _translated_once:
+            _translated_once.add(note)
+            warnings.warn(f"recipe dpo: {note}", stacklevel=2)
+    return out
+
+
+def _set_dotted(data: dict, dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[leaf] = value
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a recipe YAML and apply dotted overrides such as `{"rounds": 1, "sampler.temperature": 1.0}`."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read recipe {path}: {e.strerror}", hint="check the recipe path") from None
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ConfigError(f"recipe {path} is not valid YAML: {first}", hint="check indentation and quoting") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping at the top level", hint="see recipes/tiny-cpu.yaml")
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    try:
+        recipe = validate(Recipe, data, source=f"recipe {path}")
+    except ConfigError as e:
+        msg = str(e).replace("Value error, ", "")
+        raise ConfigError(msg, hint="see docs/training.md for the recipe keys; recipes/tiny-cpu.yaml is an example") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe.dpo_config(Path(tmp))  # DPOConfig's own checks, before any model is loaded
+    if recipe.chat_template and Path(recipe.chat_template).suffix in {".jinja", ".j2", ".txt"}:
+        try:
+            recipe.chat_template = Path(recipe.chat_template).read_text()
+        except OSError as e:
+            raise ConfigError(f"recipe {path}: chat_template: cannot read {recipe.chat_template}: {e.strerror}") from None
+    return recipe
