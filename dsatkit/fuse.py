@@ -15,7 +15,7 @@ from dsatkit.config import FuseConfig
 from dsatkit.schema import DETECTIONS, VERDICTS, conform, empty
 from dsatkit.taxonomy import POLARITY
 
-ABSTAIN_WEIGHT = 0.2
+ABSTAIN_WEIGHT = 0.5
 """Share of a detector's weight that its score keeps when it abstains."""
 
 

@@ -55,6 +55,11 @@ REFUSAL_SIM = 0.6  # response-opening~refusal cosine that marks a refusal
 REFUSAL_SHIFT = 0.2  # how much a refusal lowers REVISION_SIM
 MAX_CHARS = 2000  # texts are cut before encoding: the model sees 256 tokens at most anyway
 RESPONSE_HEAD_CHARS = 300  # a refusal shows in the opening of a response
+# The exemplar classifier is fitted with balanced class weights, so its DSAT mass carries the prior
+# "every class equally likely" (6 DSAT classes of 12 in the shipped set: 0.5). In real logs most
+# follow-up turns are neutral (a new request, "continue", a refinement), so the DSAT mass is moved,
+# in log-odds, from that implied prior to this one. Tuned on bench/data/tune.csv.
+DSAT_PRIOR = 0.4
 
 
 def model_key(name: str) -> str:
@@ -212,6 +217,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def _logit(p: float | np.ndarray) -> float | np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _prior_shift(p_dsat: np.ndarray, implied: float) -> np.ndarray:
+    """Move the DSAT mass from the classifier's implied prior (its share of DSAT classes) to DSAT_PRIOR."""
+    if not 0 < implied < 1:
+        return p_dsat
+    return _sigmoid(_logit(p_dsat) + _logit(DSAT_PRIOR) - _logit(implied))
+
+
 class EmbeddingDetector:
     """See the module docstring. `encoded` / `cache_hits` count the work of the last runs."""
 
@@ -275,7 +292,7 @@ class EmbeddingDetector:
         f, r = vec[:n], vec[n:]
         probs = clf.predict_proba(f)
         pol = clf.polarities
-        p_dsat = probs[:, pol == "dsat"].sum(axis=1)
+        p_dsat = _prior_shift(probs[:, pol == "dsat"].sum(axis=1), (pol == "dsat").mean())
         sim = np.where(request.is_null().to_numpy(), 0.0, (f * r).sum(axis=1))
         generic = clf.generic_exemplars()
         g = (f @ generic.T).max(axis=1) if len(generic) else np.zeros(n)
