@@ -34,10 +34,16 @@ USER = [
     "give me a sql query that counts users per country",
     "why does my react component render twice",
 ]
-FEEDBACK = [
-    "thanks!", "that's wrong, try again", "continue", "no, I meant in javascript", "perfect",
-    "this is not what I asked", "ok", "can you make it shorter?", "still doesn't work", "great, thanks",
-    "不对，重新回答", "спасибо", "está mal", "merci beaucoup", "das ist falsch", "next",
+FEEDBACK = [  # ~20% DSAT, ~20% SAT, ~60% neutral, as in annotated WildChat samples
+    "that's wrong, try again", "no, I meant in javascript", "this is not what I asked", "still doesn't work",
+    "不对，重新回答", "está mal", "das ist falsch", "too long, I said 3 bullet points",
+    "thanks!", "perfect", "great, thanks", "спасибо", "merci beaucoup", "thank you so much", "gracias",
+    "that works, thanks",
+    "continue", "ok", "next", "go on", "now translate it to spanish", "write it in python",
+    "more examples please", "and the second one?", "explain step 3", "make it rhyme", "add comments",
+    "what about for 10 people?", "ok now a shorter version for twitter", "give me 5 more", "继续",
+    "продолжай", "y en inglés?", "et maintenant en anglais", "weiter", "ok, and how do I deploy it?",
+    "can you add error handling?", "now write the tests", "summarize it", "what does line 4 do?",
 ]
 def _vocab(rng: np.random.Generator, size: int = 5000) -> pl.Series:
     letters = np.array(list("etaoinshrdlucmfwypvbgkqjxz"))

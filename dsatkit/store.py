@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
 from dsatkit.errors import StoreError
 from dsatkit.schema import DETECTIONS, DSAT, EXCHANGES, PAIRS, QUARANTINE, TURNS, VERDICTS, empty
@@ -25,7 +26,9 @@ from dsatkit.taxonomy import TAXONOMY
 DB_NAME = "dsat.duckdb"
 CACHE_NAME = "cache.duckdb"
 EXPORTS = ("dsat", "pairs", "quarantine")
-"""Tables (or views) also written as DIR/<name>.parquet."""
+"""Tables also written as DIR/<name>.parquet."""
+WRITER_MEMORY = "512MB"
+"""DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 
 EXCHANGE_INDEX = pl.Schema(
     {k: v for k, v in EXCHANGES.items() if k not in ("context", "request", "response", "feedback", "followup")}
@@ -129,9 +132,17 @@ class RunWriter:
             except duckdb.Error:
                 pass  # an unreadable or foreign file: start a new history rather than fail the run
 
-        # inserts run on a writer thread (DuckDB releases the GIL) so that they overlap with the
-        # next batch's Polars work; the bounded queue keeps memory bounded when writing lags
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        # written blocks stream to the file; DuckDB would otherwise keep caching them up to 80% of
+        # RAM, and peak memory would grow with the input instead of the batch
+        self.con.execute(f"set memory_limit = '{WRITER_MEMORY}'")
+        # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
+        self._exports: dict[str, pq.ParquetWriter] = {}
+        self._export_paths = {
+            name: self.out_dir / f".{name}.parquet.{os.getpid()}.tmp" for name in EXPORTS
+        }
+        # inserts run on a writer thread (DuckDB and Arrow release the GIL) so that they overlap with
+        # the next batch's Polars work; the bounded queue keeps memory bounded when writing lags
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._write_loop, name="dsatkit-store", daemon=True)
         self._thread.start()
@@ -143,8 +154,17 @@ class RunWriter:
             try:
                 for table, frame in item:
                     self.con.execute(f"insert into {table} by name select * from frame")
+                    if table in EXPORTS:
+                        self._export(table, frame)
             except BaseException as e:  # surfaced by the next append or by commit
                 self._error = e
+
+    def _export(self, table: str, frame: pl.DataFrame) -> None:
+        data = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+        writer = self._exports.get(table)
+        if writer is None:
+            writer = self._exports[table] = pq.ParquetWriter(self._export_paths[table], data.schema)
+        writer.write_table(data)
 
     def append(self, table: str, frame: pl.DataFrame) -> None:
         """Queue `frame` for insertion into `table` (returns before the write is done)."""
@@ -176,17 +196,18 @@ class RunWriter:
         cols = ", ".join(row)
         self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
         self.con.execute(_VIEWS)
-        staged = []
         for name in EXPORTS:
-            target = self.out_dir / f"{name}.parquet"
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            self.con.execute(f"copy (select * from {name}) to '{tmp}' (format parquet)")
-            staged.append((tmp, target))
+            if name in self._exports:
+                self._exports.pop(name).close()
+            else:  # nothing of this kind in the run: an empty file with the table's schema
+                pq.write_table(
+                    empty(TABLES[name]).to_arrow(compat_level=pl.CompatLevel.oldest()), self._export_paths[name]
+                )
         self.con.execute("checkpoint")
         self.con.close()
         os.replace(self.tmp, self.out_dir / DB_NAME)
-        for tmp, target in staged:
-            os.replace(tmp, target)
+        for name, tmp in self._export_paths.items():
+            os.replace(tmp, self.out_dir / f"{name}.parquet")
 
     def abort(self) -> None:
         try:
@@ -195,6 +216,8 @@ class RunWriter:
         except BaseException:
             pass
         try:
+            for writer in self._exports.values():
+                writer.close()
             self.con.close()
         finally:
             self.tmp.unlink(missing_ok=True)

@@ -79,7 +79,9 @@ def _open(path: str):
 
 def iter_parquet(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
     """Row batches of a parquet file (row groups are streamed, never the whole file)."""
-    pf = pq.ParquetFile(path)
+    # pre_buffer (pyarrow's default) keeps every column chunk it has read alive until the file is
+    # closed: peak memory then grows with the file instead of the batch
+    pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
     for rb in pf.iter_batches(batch_size=batch_rows):
         yield pl.from_arrow(pa.Table.from_batches([rb]))  # type: ignore[misc]
 
