@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dsatkit.errors import StoreError
@@ -27,7 +28,9 @@ DB_NAME = "dsat.duckdb"
 CACHE_NAME = "cache.duckdb"
 EXPORTS = ("dsat", "pairs", "quarantine")
 """Tables also written as DIR/<name>.parquet."""
-WRITER_MEMORY = "512MB"
+ROW_GROUP_ROWS = 122_880
+"""DuckDB's row group size: inserts are gathered to at least this many rows."""
+WRITER_MEMORY = "256MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 
 EXCHANGE_INDEX = pl.Schema(
@@ -84,9 +87,11 @@ join conversations c using (conversation_id);
 
 
 _TEXT_COLUMNS = frozenset(
-    {"content", "context", "request", "response", "feedback", "followup", "prompt", "chosen", "rejected", "raw"}
+    {"content", "context", "request", "response", "feedback", "followup", "prompt", "chosen", "rejected", "raw",
+     "exchange_id", "conversation_id", "rationale"}
 )
-"""Columns that hold message text (plain or nested in message lists): most of a store's bytes."""
+"""Message text (plain or nested in message lists), most of a store's bytes, and the distinct ids:
+columns that DuckDB's automatic string compression is slow on and gains little."""
 
 
 def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, text_compression: str) -> str:
@@ -148,19 +153,40 @@ class RunWriter:
         self._thread.start()
 
     def _write_loop(self) -> None:
-        while (item := self._queue.get()) is not None:
-            if self._error is not None:
-                continue  # drain, so the producer never blocks on a dead writer
+        # frames are gathered per table up to a DuckDB row group: appending a small frame to a
+        # half-full row group rewrites it, which made 25k-row batches ~10x slower to store
+        pending: dict[str, list[pa.Table]] = {}
+        while True:
+            item = self._queue.get()
             try:
-                for table, frame in item:
-                    self.con.execute(f"insert into {table} by name select * from frame")
-                    if table in EXPORTS:
-                        self._export(table, frame)
+                if self._error is not None:
+                    if item is None:
+                        return
+                    continue  # drain, so the producer never blocks on a dead writer
+                for table, frame in item or []:
+                    if frame.height >= ROW_GROUP_ROWS and table not in pending:
+                        self._insert(table, frame)  # big enough on its own
+                        continue
+                    # a compact Arrow copy: a Polars frame of a few rows can pin the string buffers
+                    # of its whole batch, and pending frames would then hold several batches
+                    pending.setdefault(table, []).append(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))
+                for table, frames in list(pending.items()):
+                    if item is None or sum(f.num_rows for f in frames) >= ROW_GROUP_ROWS:
+                        self._insert(table, pa.concat_tables(frames))
+                        del pending[table]
             except BaseException as e:  # surfaced by the next append or by commit
                 self._error = e
+            finally:
+                self._queue.task_done()
+            if item is None:
+                return
 
-    def _export(self, table: str, frame: pl.DataFrame) -> None:
-        data = frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+    def _insert(self, table: str, data: pa.Table | pl.DataFrame) -> None:
+        self.con.execute(f"insert into {table} by name select * from data")
+        if table in EXPORTS:
+            self._export(table, data if isinstance(data, pa.Table) else data.to_arrow(compat_level=pl.CompatLevel.oldest()))
+
+    def _export(self, table: str, data: pa.Table) -> None:
         writer = self._exports.get(table)
         if writer is None:
             writer = self._exports[table] = pq.ParquetWriter(self._export_paths[table], data.schema)
@@ -180,6 +206,11 @@ class RunWriter:
             if frame.height:
                 batch.append((table, frame))
         if batch:
+            # hand over only once the writer is done with the previous batch: at most two batches
+            # are alive (this one being written, the next being computed), whatever the input size
+            self._queue.join()
+            if self._error is not None:
+                raise self._error
             self._queue.put(batch)
 
     def _drain(self) -> None:

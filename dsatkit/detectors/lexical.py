@@ -210,22 +210,21 @@ class LexicalDetector:
         evidence = texts.select("feedback", "_text").join(
             self._score_texts(texts.select(pl.col("_text").unique())), on="_text", how="left"
         )
-        scored = rows.join(evidence, on="feedback", how="left", maintain_order="left").with_columns(
-            # the user re-sends (or extends) the request: a rephrase of the same ask
-            _repeat=(
-                pl.col("_text").is_not_null()
-                & pl.col("_req").is_not_null()
-                & (pl.col("_req").str.len_chars() >= 12)
-            ).fill_null(False)
+        scored = rows.join(evidence, on="feedback", how="left", maintain_order="left")
+        # the user re-sends (or extends) the request: a rephrase of the same ask. Normalising every
+        # request is costly; only rows whose first characters agree can repeat it.
+        def head(e: pl.Expr) -> pl.Expr:
+            return e.str.strip_chars().str.slice(0, 4).str.to_lowercase()
+
+        candidate = (pl.col("_text").is_not_null() & (head(pl.col("_req")) == head(pl.col("feedback")))).fill_null(False)
+        req = normalise(pl.col("_req"), REPEAT_CHARS)
+        scored = scored.with_row_index("_row")
+        repeats = scored.filter(candidate).select(
+            "_row", _repeat=(req.str.len_chars() >= 12) & pl.col("_text").str.starts_with(req)
         )
-        needs_req = scored.filter("_repeat")
-        if needs_req.height:
-            repeat = needs_req.select(
-                "exchange_id", _rep=pl.col("_text").str.starts_with(normalise(pl.col("_req"), REPEAT_CHARS))
-                & (normalise(pl.col("_req"), REPEAT_CHARS).str.len_chars() >= 12)
-            )
-            scored = scored.drop("_repeat").join(repeat, on="exchange_id", how="left", maintain_order="left")
-            scored = scored.with_columns(_repeat=pl.col("_rep").fill_null(False))
+        scored = scored.join(repeats, on="_row", how="left", maintain_order="left").with_columns(
+            pl.col("_repeat").fill_null(False)
+        )
         repeat_wins = pl.col("_repeat") & (pl.col("d_w").is_null() | (pl.col("d_w") < REPEAT_WEIGHT))
         scored = scored.with_columns(
             d_w=pl.when(repeat_wins).then(pl.lit(REPEAT_WEIGHT)).otherwise("d_w"),

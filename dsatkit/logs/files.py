@@ -78,7 +78,22 @@ def _open(path: str):
 
 
 def iter_parquet(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Row batches of a parquet file (row groups are streamed, never the whole file)."""
+    """Row batches of a parquet file (row groups are streamed, never the whole file).
+
+    Polars' reader decodes row groups in parallel (~3x pyarrow's `iter_batches` on 2 cores); pyarrow
+    remains the fallback for files whose types Polars cannot read.
+    """
+    try:
+        batches = pl.scan_parquet(path).collect_batches(chunk_size=batch_rows)
+        first = next(batches, None)
+    except pl.exceptions.PolarsError:
+        first = None
+        batches = None
+    if batches is not None:
+        if first is not None:
+            yield first
+            yield from batches
+        return
     # pre_buffer (pyarrow's default) keeps every column chunk it has read alive until the file is
     # closed: peak memory then grows with the file instead of the batch
     pf = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 22)
