@@ -28,10 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("DSATKIT_QUIET", "1")
 
-from dsatkit.cache import Cache  # noqa: E402
-from dsatkit.config import JudgeConfig, MineConfig  # noqa: E402
-from dsatkit.detectors.judge import JudgeDetector  # noqa: E402
-from dsatkit.schema import EXCHANGES, conform  # noqa: E402
+from dsatkit.cache import Cache
+from dsatkit.config import JudgeConfig, MineConfig
+from dsatkit.detectors.judge import JudgeDetector
+from dsatkit.schema import EXCHANGES, conform
 
 VERDICT = json.dumps({"rationale": "the user corrects the answer", "dsat": True, "category": "factual_error",
                       "confidence": 0.9})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["MineConfig", "MineResult", "connect", "mine", "__version__"]
+__all__ = ["MineConfig", "MineResult", "__version__", "connect", "mine"]
 
 if TYPE_CHECKING:
     from dsatkit.config import MineConfig

@@ -140,7 +140,7 @@ def validate(model: type[BaseModel], data: object, source: str) -> BaseModel:
     except ValidationError as e:
         err = e.errors()[0]
         where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         raise ConfigError(f"{source}: {where}: {msg}") from None

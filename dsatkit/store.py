@@ -26,8 +26,10 @@ from dsatkit.taxonomy import TAXONOMY
 
 DB_NAME = "dsat.duckdb"
 CACHE_NAME = "cache.duckdb"
-EXPORTS = ("dsat", "pairs", "quarantine")
-"""Tables also written as DIR/<name>.parquet."""
+EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
+"""DIR/<name>.parquet -> the table it exports."""
+_RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
+"""Frames the pipeline appends under their view's name -> the table that stores them."""
 ROW_GROUP_ROWS = 122_880
 """DuckDB's row group size: inserts are gathered to at least this many rows."""
 WRITER_MEMORY = "256MB"
@@ -44,8 +46,9 @@ TABLES: dict[str, pl.Schema] = {
     "detections": DETECTIONS,
     "verdicts": VERDICTS,
     "pairs": PAIRS,
-    # materialised at mine time (10% of exchanges, typically): a view would re-scan every turn
-    "dsat": DSAT,
+    # materialised at mine time (10% of exchanges, typically): deriving it from turns would re-scan
+    # every message; the `dsat` view reads it
+    "dsat_records": DSAT,
     "quarantine": QUARANTINE,
 }
 
@@ -83,6 +86,8 @@ select x.exchange_id, x.conversation_id, x.response_turn,
 from exchange_index x
 join texts t using (exchange_id)
 join conversations c using (conversation_id);
+
+create view dsat as select * from dsat_records;
 """
 
 
@@ -111,6 +116,11 @@ def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, 
             using = f" using compression {text_compression}"
         columns.append(f'"{col}" {dtype}{using}')
     return f"create table {name} ({', '.join(columns)})"
+
+
+def _compact(frame: pl.DataFrame) -> pa.Table:
+    """An Arrow copy holding only the strings the frame uses (plain strings, not views)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 class RunWriter:
@@ -142,6 +152,7 @@ class RunWriter:
         self.con.execute(f"set memory_limit = '{WRITER_MEMORY}'")
         # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
         self._exports: dict[str, pq.ParquetWriter] = {}
+        self._export_of = {table: name for name, table in EXPORTS.items()}
         self._export_paths = {
             name: self.out_dir / f".{name}.parquet.{os.getpid()}.tmp" for name in EXPORTS
         }
@@ -169,7 +180,7 @@ class RunWriter:
                         continue
                     # a compact Arrow copy: a Polars frame of a few rows can pin the string buffers
                     # of its whole batch, and pending frames would then hold several batches
-                    pending.setdefault(table, []).append(frame.to_arrow(compat_level=pl.CompatLevel.oldest()))
+                    pending.setdefault(table, []).append(_compact(frame))
                 for table, frames in list(pending.items()):
                     if item is None or sum(f.num_rows for f in frames) >= ROW_GROUP_ROWS:
                         self._insert(table, pa.concat_tables(frames))
@@ -183,8 +194,8 @@ class RunWriter:
 
     def _insert(self, table: str, data: pa.Table | pl.DataFrame) -> None:
         self.con.execute(f"insert into {table} by name select * from data")
-        if table in EXPORTS:
-            self._export(table, data if isinstance(data, pa.Table) else data.to_arrow(compat_level=pl.CompatLevel.oldest()))
+        if table in self._export_of:
+            self._export(self._export_of[table], data if isinstance(data, pa.Table) else _compact(data))
 
     def _export(self, table: str, data: pa.Table) -> None:
         writer = self._exports.get(table)
@@ -202,7 +213,8 @@ class RunWriter:
         batch = []
         for table, frame in items:
             if table == "exchanges":
-                table, frame = "exchange_index", frame.select(EXCHANGE_INDEX.names())
+                frame = frame.select(EXCHANGE_INDEX.names())
+            table = _RENAMED.get(table, table)
             if frame.height:
                 batch.append((table, frame))
         if batch:
@@ -227,13 +239,11 @@ class RunWriter:
         cols = ", ".join(row)
         self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
         self.con.execute(_VIEWS)
-        for name in EXPORTS:
+        for name, table in EXPORTS.items():
             if name in self._exports:
                 self._exports.pop(name).close()
             else:  # nothing of this kind in the run: an empty file with the table's schema
-                pq.write_table(
-                    empty(TABLES[name]).to_arrow(compat_level=pl.CompatLevel.oldest()), self._export_paths[name]
-                )
+                pq.write_table(_compact(empty(TABLES[table])), self._export_paths[name])
         self.con.execute("checkpoint")
         self.con.close()
         os.replace(self.tmp, self.out_dir / DB_NAME)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 import json
 import os
 import signal
@@ -12,6 +11,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +24,7 @@ from dsatkit.detectors.judge import JudgeDetector
 from dsatkit.errors import EndpointError
 from dsatkit.redact import redact_exchanges, redact_text
 from dsatkit.schema import DETECTIONS, EXCHANGES, conform
-from tests.openai_server import OpenAIServer, Reply, completion, error
+from tests.openai_server import OpenAIServer, Reply, error
 
 REPO = Path(__file__).resolve().parents[1]
 

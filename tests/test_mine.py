@@ -88,7 +88,8 @@ def test_rerun_is_idempotent_and_keeps_run_history(logs: Path, tmp_path: Path):
 
 def test_zstd_text_compression_stores_the_same_content(logs: Path, tmp_path: Path):
     plain = mine([logs], tmp_path / "plain", LEXICAL)
-    compact = mine([logs], tmp_path / "zstd", LEXICAL.model_copy(update={"store": StoreConfig(text_compression="zstd")}))
+    zstd = LEXICAL.model_copy(update={"store": StoreConfig(text_compression="zstd")})
+    compact = mine([logs], tmp_path / "zstd", zstd)
     assert compact.table("turns").sort(pl.all()).equals(plain.table("turns").sort(pl.all()))
     assert compact.dsat.sort("exchange_id").equals(plain.dsat.sort("exchange_id"))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,31 +13,31 @@ from dsatkit.progress import results
 def mine_command(
     paths: Annotated[list[str], typer.Argument(help="log files, quoted globs ('logs/*.parquet') or directories")],
     out: Annotated[Path, typer.Option("-o", "--out", help="store directory to (re)write")] = Path("mined"),
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (MineConfig)")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")] = None,
     fmt: Annotated[
-        Optional[str], typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")
+        str | None, typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")
     ] = None,
     detectors: Annotated[
-        Optional[str], typer.Option("--detectors", help="comma list: lexical,embedding,judge")
+        str | None, typer.Option("--detectors", help="comma list: lexical,embedding,judge")
     ] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="fused score at which an exchange is DSAT")] = None,
+    threshold: Annotated[float | None, typer.Option(help="fused score at which an exchange is DSAT")] = None,
     skip_bad_files: Annotated[
-        Optional[bool], typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
+        bool | None, typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
     ] = None,
-    batch_rows: Annotated[Optional[int], typer.Option(help="conversations per batch")] = None,
+    batch_rows: Annotated[int | None, typer.Option(help="conversations per batch")] = None,
     embedding_model: Annotated[
-        Optional[str], typer.Option(help="sentence-transformers model name or path")
+        str | None, typer.Option(help="sentence-transformers model name or path")
     ] = None,
     detector_dir: Annotated[
-        Optional[Path], typer.Option(help="classifier trained by `dsatkit detectors fit`")
+        Path | None, typer.Option(help="classifier trained by `dsatkit detectors fit`")
     ] = None,
-    judge_model: Annotated[Optional[str], typer.Option(help="model name at the judge endpoint")] = None,
-    judge_base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL")] = None,
-    judge_on: Annotated[Optional[str], typer.Option(help="all|candidates|uncertain")] = None,
-    judge_concurrency: Annotated[Optional[int], typer.Option(help="requests in flight")] = None,
-    judge_max_calls: Annotated[Optional[int], typer.Option(help="stop judging after this many calls")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="model name at the judge endpoint")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
+    judge_on: Annotated[str | None, typer.Option(help="all|candidates|uncertain")] = None,
+    judge_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+    judge_max_calls: Annotated[int | None, typer.Option(help="stop judging after this many calls")] = None,
     redact: Annotated[
-        Optional[bool], typer.Option("--redact", help="mask e-mails, phones, keys, IPs before the judge")
+        bool | None, typer.Option("--redact", help="mask e-mails, phones, keys, IPs before the judge")
     ] = None,
 ) -> None:
     """Mine DSAT exchanges and preference pairs from chat logs into OUT/dsat.duckdb (+ parquet)."""
@@ -91,7 +91,8 @@ def print_summary(summary, out: Path) -> None:
         table.add_row(f"  dsat: {cat}", f"{n:,}")
     if s.judge_cascade:
         c = s.judge_cascade
-        table.add_row("judge cascade", f"{c['sent_to_judge']:,} of {c['eligible']:,} sent ({c['saved']:,} calls saved)")
+        sent = f"{c['sent_to_judge']:,} of {c['eligible']:,} sent ({c['saved']:,} calls saved)"
+        table.add_row("judge cascade", sent)
     for name, stats in s.detectors.items():
         shown = ", ".join(f"{k}={v}" for k, v in stats.items() if v not in (None, 0, 0.0, False, {}))
         table.add_row(f"  {name}", shown)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import duckdb
 import polars as pl
@@ -49,7 +49,7 @@ def sql_command(
     fmt: Annotated[
         Literal["table", "csv", "json", "parquet"], typer.Option("--format", "-f", help="output format")
     ] = "table",
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="write here instead of stdout")] = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="write here instead of stdout")] = None,
 ) -> None:
     """Run a read-only SQL query over a mined store."""
     frame = run_query(store_dir, query)

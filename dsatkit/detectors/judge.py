@@ -178,7 +178,7 @@ class JudgeDetector:
             .fill_null("")
         )["context"]
         n = frame.height
-        lit = lambda v: pl.Series([v] * n, dtype=pl.String)  # noqa: E731
+        lit = lambda v: pl.Series([v] * n, dtype=pl.String)
         feedback = frame["feedback"].fill_null("\x00none")  # a missing feedback is not an empty one
         key = md5_of(lit(self.config.model), lit(self.version), lit(str(self.config.redact)), ctx,
                      frame["response"], feedback)

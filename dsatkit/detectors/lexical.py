@@ -62,7 +62,7 @@ _TAIL = r"(?:$|[^\pL\pN_])"  # punctuation, emoji and space allowed around a who
 def load_cues(path: str | Path = CUES_PATH) -> tuple[pl.DataFrame, str]:
     """Read and validate the cue table; return it with its version (from its `# version:` line)."""
     text = Path(path).read_text(encoding="utf-8")
-    found = re.search(r"^#\s*version:\s*(\d+\.\d+\.\d+)", text, flags=re.M)
+    found = re.search(r"^#\s*version:\s*(\d+\.\d+\.\d+)", text, flags=re.MULTILINE)
     if not found:
         raise ConfigError(f"{path}: no '# version: X.Y.Z' line in the cue table")
     cues = pl.read_csv(path, comment_prefix="#", schema_overrides={"weight": pl.Float64}, quote_char='"')
@@ -194,7 +194,9 @@ class LexicalDetector:
         )
         d_w, d_cat, d_hit = self._strongest("dsat")
         s_w, s_cat, s_hit = self._strongest("sat")
-        return live.select("_text", "_contrast", d_w=d_w, d_cat=d_cat, d_hit=d_hit, s_w=s_w, s_cat=s_cat, s_hit=s_hit)
+        return live.select(
+            "_text", "_contrast", d_w=d_w, d_cat=d_cat, d_hit=d_hit, s_w=s_w, s_cat=s_cat, s_hit=s_hit
+        )
 
     def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
         """One DETECTIONS row per exchange, in input order."""
@@ -216,7 +218,8 @@ class LexicalDetector:
         def head(e: pl.Expr) -> pl.Expr:
             return e.str.strip_chars().str.slice(0, 4).str.to_lowercase()
 
-        candidate = (pl.col("_text").is_not_null() & (head(pl.col("_req")) == head(pl.col("feedback")))).fill_null(False)
+        same_start = head(pl.col("_req")) == head(pl.col("feedback"))
+        candidate = (pl.col("_text").is_not_null() & same_start).fill_null(False)
         req = normalise(pl.col("_req"), REPEAT_CHARS)
         scored = scored.with_row_index("_row")
         repeats = scored.filter(candidate).select(

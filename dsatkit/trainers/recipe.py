@@ -17,10 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dsatkit.config import validate
+from dsatkit.config import read_yaml, set_dotted, validate
 from dsatkit.errors import ConfigError
 
 DEFAULT_INSTRUCTION = (
@@ -210,31 +209,13 @@ def translate_dpo(dpo: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _set_dotted(data: dict, dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        if not isinstance(node.get(p), dict):
-            node[p] = {}
-        node = node[p]
-    node[leaf] = value
-
-
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read a recipe YAML and apply dotted overrides such as `{"rounds": 1, "sampler.temperature": 1.0}`."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read recipe {path}: {e.strerror}", hint="check the recipe path") from None
-    except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"recipe {path} is not valid YAML: {first}", hint="check indentation and quoting") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"recipe {path} must be a mapping at the top level", hint="see recipes/tiny-cpu.yaml")
+    data = read_yaml(path, "recipe")
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(data, dotted, value)
+            set_dotted(data, dotted, value)
     try:
         recipe = validate(Recipe, data, source=f"recipe {path}")
     except ConfigError as e:
