@@ -7,6 +7,14 @@ from typing import Annotated
 
 import typer
 
+from dsatkit.commands.options import (
+    ConfigOpt,
+    DetectorDirOpt,
+    DetectorsOpt,
+    EmbeddingModelOpt,
+    ThresholdOpt,
+    detector_overrides,
+)
 from dsatkit.progress import console
 
 detectors_app = typer.Typer(
@@ -65,34 +73,19 @@ def eval_command(
         list[Path], typer.Argument(help="labelled exchanges (see docs/detectors.md for the schema)")
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="report directory")] = Path("report"),
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")] = None,
-    detectors: Annotated[
-        str | None, typer.Option("--detectors", help="comma list: lexical,embedding,judge")
-    ] = None,
-    threshold: Annotated[float | None, typer.Option(help="score at which an exchange counts as DSAT")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="log format of LABELS when not a flat table")
-    ] = None,
-    embedding_model: Annotated[
-        str | None, typer.Option(help="sentence-transformers model name or path")
-    ] = None,
-    detector_dir: Annotated[
-        Path | None, typer.Option(help="classifier trained by `dsatkit detectors fit`")
-    ] = None,
+    config: ConfigOpt = None,
+    detectors: DetectorsOpt = None,
+    threshold: ThresholdOpt = None,
+    fmt: Annotated[str | None, typer.Option("--format", help="log format of LABELS when not a flat table")] = None,
+    embedding_model: EmbeddingModelOpt = None,
+    detector_dir: DetectorDirOpt = None,
 ) -> None:
     """Precision, recall, F1 and confusion of each detector and the fused verdict on labelled exchanges."""
     from dsatkit.cache import Cache
     from dsatkit.config import MineConfig
     from dsatkit.evaluate import evaluate, load_labelled, print_report, write_report
 
-    overrides = {
-        "read.format": fmt,
-        "fuse.threshold": threshold,
-        "embedding.model": embedding_model,
-        "embedding.detector_dir": str(detector_dir) if detector_dir else None,
-    }
-    if detectors is not None:
-        overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
+    overrides = detector_overrides(fmt, detectors, threshold, embedding_model, detector_dir)
     cfg = MineConfig.load(config, **overrides)
     labelled = load_labelled(labels, cfg.read)
     out.mkdir(parents=True, exist_ok=True)

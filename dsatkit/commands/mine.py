@@ -7,30 +7,31 @@ from typing import Annotated
 
 import typer
 
+from dsatkit.commands.options import (
+    ConfigOpt,
+    DetectorDirOpt,
+    DetectorsOpt,
+    EmbeddingModelOpt,
+    FormatOpt,
+    ThresholdOpt,
+    detector_overrides,
+)
 from dsatkit.progress import results
 
 
 def mine_command(
     paths: Annotated[list[str], typer.Argument(help="log files, quoted globs ('logs/*.parquet') or directories")],
     out: Annotated[Path, typer.Option("-o", "--out", help="store directory to (re)write")] = Path("mined"),
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")] = None,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")
-    ] = None,
-    detectors: Annotated[
-        str | None, typer.Option("--detectors", help="comma list: lexical,embedding,judge")
-    ] = None,
-    threshold: Annotated[float | None, typer.Option(help="fused score at which an exchange is DSAT")] = None,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = None,
+    detectors: DetectorsOpt = None,
+    threshold: ThresholdOpt = None,
     skip_bad_files: Annotated[
         bool | None, typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
     ] = None,
     batch_rows: Annotated[int | None, typer.Option(help="conversations per batch")] = None,
-    embedding_model: Annotated[
-        str | None, typer.Option(help="sentence-transformers model name or path")
-    ] = None,
-    detector_dir: Annotated[
-        Path | None, typer.Option(help="classifier trained by `dsatkit detectors fit`")
-    ] = None,
+    embedding_model: EmbeddingModelOpt = None,
+    detector_dir: DetectorDirOpt = None,
     judge_model: Annotated[str | None, typer.Option(help="model name at the judge endpoint")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
     judge_on: Annotated[str | None, typer.Option(help="all|candidates|uncertain")] = None,
@@ -44,23 +45,18 @@ def mine_command(
     from dsatkit.config import MineConfig
     from dsatkit.pipeline import mine
 
-    overrides = {
-        "read.format": fmt,
+    overrides = detector_overrides(fmt, detectors, threshold, embedding_model, detector_dir)
+    overrides.update({
         "read.skip_bad_files": skip_bad_files,
         "read.batch_rows": batch_rows,
-        "fuse.threshold": threshold,
-        "embedding.model": embedding_model,
-        "embedding.detector_dir": str(detector_dir) if detector_dir else None,
         "judge.model": judge_model,
         "judge.base_url": judge_base_url,
         "judge.judge_on": judge_on,
         "judge.concurrency": judge_concurrency,
         "judge.max_calls": judge_max_calls,
         "judge.redact": redact,
-    }
-    if detectors is not None:
-        overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
-    elif judge_model is not None:
+    })
+    if detectors is None and judge_model is not None:
         # naming a judge model switches the judge on next to the default detectors
         overrides["detectors"] = ["lexical", "embedding", "judge"]
     cfg = MineConfig.load(config, **overrides)

@@ -153,6 +153,18 @@ class DriftRun:
         return dsat
 
     # pairs of one round ---------------------------------------------------------------------------
+    def _with_sample(self, policy: str, frame: pl.DataFrame, conditioned: bool, round_no: int) -> pl.DataFrame:
+        """`frame` with one policy sample per row (`sample`, `truncated`)."""
+        s = self._sample(policy, frame, conditioned, 1, round_no)
+        return frame.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
+
+    def _keep_distinct(self, cand: pl.DataFrame, other: str, dropped: dict[str, int]) -> pl.DataFrame:
+        """Drop degenerate samples (empty, cut off, a copy of the `other` side), counting why."""
+        cand = cand.with_columns(_other=_text(other))
+        kept, d = drop_degenerate(cand, "sample", "_other", self.recipe.sampler.near_duplicate)
+        dropped.update(d)
+        return kept.drop("_other")
+
     def _sample(self, policy: str, frame: pl.DataFrame, conditioned: bool, n: int, round_no: int) -> pl.DataFrame:
         r = self.recipe
         msgs = sampling_messages(frame, r.sampler, conditioned)
@@ -181,11 +193,8 @@ class DriftRun:
                     dropped["no_chosen"] = dsat.height - have.height
                 cand = have.with_columns(sample=_text("chosen"), truncated=pl.lit(False))
             else:
-                s = self._sample(policy, dsat, r.sampler.condition_on_feedback, 1, round_no)
-                cand = dsat.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
-            cand = cand.with_columns(rejected_text=_text("rejected"))
-            kept, d = drop_degenerate(cand, "sample", "rejected_text", r.sampler.near_duplicate)
-            dropped.update(d)
+                cand = self._with_sample(policy, dsat, r.sampler.condition_on_feedback, round_no)
+            kept = self._keep_distinct(cand, "rejected", dropped)
             out = kept.with_columns(chosen=_messages(pl.col("sample")))
         elif stage == "spin":
             sat = pairs.filter((pl.col("origin") == "seed") & pl.col("chosen").is_not_null())
@@ -197,11 +206,8 @@ class DriftRun:
             if with_sat.is_empty():
                 raise TrainError("method spin needs natural SAT responses (seed pairs) and the data has none",
                                  hint="use method: drift, or mine logs where users confirm a revision")
-            s = self._sample(policy, with_sat, False, 1, round_no)
-            cand = with_sat.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
-            cand = cand.with_columns(chosen_text=_text("chosen"))
-            kept, d = drop_degenerate(cand, "sample", "chosen_text", r.sampler.near_duplicate)
-            dropped.update(d)
+            cand = self._with_sample(policy, with_sat, False, round_no)
+            kept = self._keep_distinct(cand, "chosen", dropped)
             out = kept.with_columns(rejected=_messages(pl.col("sample")))
         elif stage == "idpo":
             s = self._sample(policy, dsat, False, 2, round_no)

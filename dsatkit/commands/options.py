@@ -1,0 +1,34 @@
+"""CLI options shared by the commands that run detectors (`mine`, `eval-detectors`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")]
+FormatOpt = Annotated[str | None, typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")]
+DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="comma list: lexical,embedding,judge")]
+ThresholdOpt = Annotated[float | None, typer.Option(help="fused score at which an exchange is DSAT")]
+EmbeddingModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers model name or path")]
+DetectorDirOpt = Annotated[Path | None, typer.Option(help="classifier trained by `dsatkit detectors fit`")]
+
+
+def detector_overrides(
+    fmt: str | None,
+    detectors: str | None,
+    threshold: float | None,
+    embedding_model: str | None,
+    detector_dir: Path | None,
+) -> dict[str, object]:
+    """The dotted MineConfig overrides of the shared options (None = keep the config's value)."""
+    overrides: dict[str, object] = {
+        "read.format": fmt,
+        "fuse.threshold": threshold,
+        "embedding.model": embedding_model,
+        "embedding.detector_dir": str(detector_dir) if detector_dir else None,
+    }
+    if detectors is not None:
+        overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
+    return overrides
