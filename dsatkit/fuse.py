@@ -44,6 +44,15 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
         return empty(VERDICTS)
     d = d.sort("exchange_id", maintain_order=True)
     names = sorted(d["detector"].unique().to_list())
+    if len(names) == 1:  # one detector, one row per exchange: its detections are the verdicts
+        v = d.select(
+            "exchange_id",
+            "score",
+            detectors=pl.when("label").then("detector"),
+            dsat_category=pl.when(pl.col("polarity") == "dsat").then("category"),
+            sat_category=pl.when(pl.col("polarity") == "sat").then("category"),
+        )
+        return _decide(v, config)
     bit = pl.col("detector").replace_strict({n: 1 << i for i, n in enumerate(names)}, return_dtype=pl.Int64)
     v = d.group_by("exchange_id", maintain_order=True).agg(
         score=((pl.col("weight") * pl.col("score")).sum() / pl.col("weight").sum()).fill_nan(0.0),
@@ -56,6 +65,11 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
         _strongest(d, "sat", pl.col("weight") * (1 - pl.col("score"))),
     ):
         v = v.join(part, on="exchange_id", how="left", maintain_order="left")
+    return _decide(v, config)
+
+
+def _decide(v: pl.DataFrame, config: FuseConfig) -> pl.DataFrame:
+    """Label, polarity and category from a fused score and the strongest DSAT / SAT categories."""
     label = pl.col("score") >= config.threshold
     v = v.with_columns(
         label=label,

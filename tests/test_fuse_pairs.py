@@ -56,6 +56,18 @@ def test_threshold_is_configurable():
     assert not verdict(fuse(d, FuseConfig(threshold=0.7)), "e")["label"]
 
 
+def test_single_detector_shortcut_agrees_with_the_general_fusion():
+    one = detections([("a", "lexical", 0.9, "factual_error"), ("b", "lexical", 0.05, "gratitude"),
+                      ("c", "lexical", 0.15, None), ("d", "lexical", 0.55, None)])
+    twins = pl.concat([one, one.with_columns(detector=pl.lit("twin"))])  # same evidence twice
+    fast, general = fuse(one), fuse(twins, FuseConfig(weights={"lexical": 1.0, "twin": 1.0}))
+    cols = ["exchange_id", "score", "label", "polarity", "category"]
+    assert fast.select(cols).equals(general.select(cols))
+    assert fast["polarity"].to_list() == ["dsat", "sat", "neutral", "dsat"]
+    assert fast["detectors"].to_list() == ["lexical", None, None, "lexical"]
+    assert general["detectors"].to_list() == ["lexical,twin", None, None, "lexical,twin"]
+
+
 def test_fuse_config_rejects_bad_band():
     with pytest.raises(ValueError):
         FuseConfig(uncertain_band=(0.8, 0.2))
