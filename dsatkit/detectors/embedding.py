@@ -134,6 +134,11 @@ class Embedder:
 
     def embed(self, texts: pl.Series, description: str = "embedding") -> np.ndarray:
         """(len(texts), d) float32 unit vectors; nulls embed as the empty string."""
+        unique, index = self.embed_indexed(texts, description)
+        return unique[index]
+
+    def embed_indexed(self, texts: pl.Series, description: str = "embedding") -> tuple[np.ndarray, np.ndarray]:
+        """(unique vectors, row -> unique index): callers that work per distinct text skip the copies."""
         texts = texts.cast(pl.String).fill_null("").str.slice(0, MAX_CHARS)
         hashes = md5_hex(texts)
         uniq = pl.DataFrame({"h": hashes, "t": texts}).unique("h", maintain_order=True)
@@ -148,11 +153,15 @@ class Embedder:
             new_frame = _frame(missing["h"], new)
             found = pl.concat([found, new_frame]) if found.height else new_frame
         if found.height == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32), np.zeros(0, dtype=np.int64)
         # map every input row to its unique text's vector with one join, no Python loop
-        order = pl.DataFrame({"h": hashes}).with_row_index("i").join(found.with_row_index("j"), on="h")
-        mat = found["e"].to_numpy()
-        return mat[order.sort("i")["j"].to_numpy()]
+        index = (
+            pl.DataFrame({"h": hashes})
+            .join(found.select("h").with_row_index("j"), on="h", how="left", maintain_order="left")["j"]
+            .to_numpy()
+            .astype(np.int64)
+        )
+        return found["e"].to_numpy(), index
 
     @property
     def dim(self) -> int:
@@ -287,15 +296,19 @@ class EmbeddingDetector:
         """Signals and P(DSAT) for aligned feedback/request/response columns (feedback non-null)."""
         n = len(feedback)
         clf = self.prepare().classifier
-        # one embed call over both columns: a request repeated as feedback is encoded once
-        vec = self.embedder.embed(pl.concat([feedback, request.fill_null("")]))
-        f, r = vec[:n], vec[n:]
-        probs = clf.predict_proba(f)
+        # one embed call over both columns: a request repeated as feedback is encoded once; then the
+        # classifier runs per distinct feedback and the similarity per distinct (feedback, request)
+        vectors, index = self.embedder.embed_indexed(pl.concat([feedback, request.fill_null("")]))
+        fi, ri = index[:n], index[n:]
+        feedbacks, f_of_row = np.unique(fi, return_inverse=True)
+        probs = clf.predict_proba(vectors[feedbacks])[f_of_row]
         pol = clf.polarities
         p_dsat = _prior_shift(probs[:, pol == "dsat"].sum(axis=1), (pol == "dsat").mean())
-        sim = np.where(request.is_null().to_numpy(), 0.0, (f * r).sum(axis=1))
+        pairs, pair_of_row = np.unique(fi * len(vectors) + ri, return_inverse=True)
+        pair_sim = np.einsum("ij,ij->i", vectors[pairs // len(vectors)], vectors[pairs % len(vectors)])
+        sim = np.where(request.is_null().to_numpy(), 0.0, pair_sim[pair_of_row])
         generic = clf.generic_exemplars()
-        g = (f @ generic.T).max(axis=1) if len(generic) else np.zeros(n)
+        g = (vectors[feedbacks] @ generic.T).max(axis=1)[f_of_row] if len(generic) else np.zeros(n)
         # a refusal only matters where it can lift the revision signal, so only those responses are
         # encoded (a few percent of rows): the response column would otherwise cost as much as the rest
         refusal = np.zeros(n)
