@@ -15,7 +15,7 @@ from dsatkit.commands.options import (
     ThresholdOpt,
     detector_overrides,
 )
-from dsatkit.progress import console
+from dsatkit.progress import results
 
 detectors_app = typer.Typer(
     help="Train embedding detectors from your own labelled feedback turns.", no_args_is_help=True
@@ -58,14 +58,14 @@ def fit_command(
     clf.info["source"] = str(labels)
     clf.save(out)
     counts = ", ".join(f"{name} {n}" for name, n in clf.info["class_counts"].items())
-    console.print(f"fitted {method} on {clf.info['n_examples']} turns ({counts}) with {embedder.key}")
+    results.print(f"fitted {method} on {clf.info['n_examples']} turns ({counts}) with {embedder.key}")
     scores = clf.info.get("cross_validation")
     if scores:
-        console.print(
+        results.print(
             f"{scores['folds']}-fold CV: DSAT precision {scores['dsat_precision']:.3f} recall "
             f"{scores['dsat_recall']:.3f} F1 {scores['dsat_f1']:.3f}; category accuracy {scores['category_accuracy']:.3f}"
         )
-    console.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})")
+    results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})")
 
 
 def eval_command(
@@ -97,8 +97,8 @@ def eval_command(
     finally:
         cache.close()
     paths = write_report(report, table, out)
-    print_report(report, console)
-    console.print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    print_report(report, results)
+    results.print(f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,7 +14,7 @@ import yaml
 from rich.markup import escape
 
 from dsatkit.errors import ConfigError
-from dsatkit.progress import console
+from dsatkit.progress import console, results
 
 
 def _overrides(sets: list[str]) -> dict[str, object]:
@@ -57,7 +57,7 @@ def train_command(
         return
     from dsatkit.trainers.drift import DB_NAME, run
 
-    results = run(rec)
+    finished = run(rec)
     from accelerate import PartialState
 
     if not PartialState().is_main_process:
@@ -70,16 +70,16 @@ def train_command(
     table = Table(title=f"{rec.method} rounds -> {rec.output_dir}", title_justify="left")
     for col in ("round", "stage", "pairs", "dropped", "loss", "margin", "acc", "distinct-2", "emb dist", "time"):
         table.add_column(col, justify="left" if col in {"stage", "dropped"} else "right")
-    for m in results:
+    for m in finished:
         dropped = ", ".join(f"{k} {v}" for k, v in m.dropped.items()) or "-"
         table.add_row(
             str(m.round), m.stage + (" (earlier run)" if m.resumed else ""), f"{m.pairs_kept}/{m.prompts}", dropped,
             f(m.loss), f(m.reward_margin), f(m.reward_accuracy), f(m.distinct_2), f(m.embedding_distance),
             f"{m.sample_s + m.train_s:.1f}s",
         )
-    console.print(table)
-    console.print(
-        f"[dim]final model: {results[-1].model_path if results else '(none)'}; "
+    results.print(table)
+    results.print(
+        f"[dim]final model: {finished[-1].model_path if finished else '(none)'}; "
         f'metrics: dsatkit sql {rec.output_dir} "select * from train_rounds" ({DB_NAME})[/dim]',
         highlight=False,
     )
