@@ -47,4 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(e, click.ClickException):
             e.show()
             raise SystemExit(e.exit_code) from None
+        if isinstance(e, OSError) and not debug:  # a path that exists as a file, a full disk, permissions
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            console.print("[dim]hint: check the paths and their permissions; --debug shows the traceback[/dim]")
+            raise SystemExit(1) from None
         raise

@@ -23,6 +23,7 @@ import dsatkit
 from dsatkit.cache import Cache
 from dsatkit.config import MineConfig
 from dsatkit.detectors import Detector, build_detector
+from dsatkit.errors import StoreError
 from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
 from dsatkit.pairs import dsat_and_pairs
@@ -205,6 +206,8 @@ def mine(
         keepalive = tempfile.TemporaryDirectory(prefix="dsatkit-")
         out_dir = keepalive.name
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output {out} exists and is not a directory", hint="choose another -o/--out")
     out.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     summary = MineSummary(run_id=uuid.uuid4().hex[:12])

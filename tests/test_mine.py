@@ -167,13 +167,16 @@ def test_cli_mine_sql_stats(logs: Path, tmp_path: Path):
     assert "by category" in r.stdout and "by source_file" in r.stdout
 
 
-def test_cli_user_errors_are_one_line_with_hint(tmp_path: Path):
+def test_cli_user_errors_are_one_line_with_hint(logs: Path, tmp_path: Path):
     r = run_cli("sql", str(tmp_path / "missing"), "select 1")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[0].startswith("error:") and "hint:" in r.stderr
     assert "Traceback" not in r.stderr
     r = run_cli("mine", str(tmp_path / "nothing-*.jsonl"), "-o", str(tmp_path / "m"), "--detectors", "lexical")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing-" in r.stderr
+    (tmp_path / "a-file").write_text("")
+    r = run_cli("mine", str(logs), "-o", str(tmp_path / "a-file"), "--detectors", "lexical")
+    assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("mine", "x.jsonl", "--detectors", "lexical,nope")
     assert r.returncode == 2 and "unknown detector 'nope'" in r.stderr
     bad = tmp_path / "bad.yaml"
