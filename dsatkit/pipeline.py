@@ -231,7 +231,7 @@ def mine(
                 files.add(batch.source_file)
                 summary.rows_read += batch.rows_read
                 summary.quarantined += batch.quarantine.height
-                reasons.update(batch.quarantine["reason"].to_list())
+                reasons.update(dict(batch.quarantine["reason"].value_counts().iter_rows()))
                 with timer("exchanges"):
                     ex = build_exchanges(batch.turns, context=False)
                 detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns, cascade)
@@ -250,7 +250,8 @@ def mine(
                 counts = verdicts["polarity"].value_counts()
                 for pol, n in counts.iter_rows():
                     setattr(summary, pol, getattr(summary, pol) + n)
-                categories.update(verdicts.filter(pl.col("label"))["category"].fill_null("uncategorised").to_list())
+                dsat_categories = verdicts.filter(pl.col("label"))["category"].fill_null("uncategorised")
+                categories.update(dict(dsat_categories.value_counts().iter_rows()))
                 summary.pairs += pairs.height
                 summary.seed_pairs += int((pairs["origin"] == "seed").sum())
                 bar.update(task, advance=n_conv)
