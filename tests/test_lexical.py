@@ -147,3 +147,15 @@ def test_works_on_a_frame_without_request(det):
     ex = conform(pl.DataFrame({"exchange_id": ["a", "b"], "feedback": ["wrong", "thanks"], "response": ["x", "y"]}),
                  EXCHANGES).drop("request")
     assert det.detect(ex)["label"].to_list() == [True, False]
+
+
+def test_long_pasted_material_counts_less_than_own_words(det):
+    trace = "Traceback (most recent call last):\n" + '  File "app.py", line 3, in <module>\n' * 15 + "KeyError: 7"
+    doc = "Summarize this article:\n\n" + "The plan was wrong and the new route does not work on weekends. " * 10
+    out = run(det, [
+        "still getting this error:\n" + trace,  # own words say it failed again
+        "new question: my bot crashes with this\n\n" + trace,  # a new topic with a pasted first error
+        doc,  # cue words deep inside a pasted document
+        "I'll try it tonight, and if that doesn't work I'll ask again",  # a conditional, not a failure
+    ])
+    assert out["label"].to_list() == [True, False, False, False]

@@ -65,7 +65,7 @@ def test_two_drift_rounds_via_cli(mined: Path, tmp_path: Path, capsys) -> None:
 
     out = tmp_path / "run"
     main(["train", str(ROOT / "recipes" / "tiny-cpu.yaml"), "--data", str(mined), "-o", str(out)])
-    printed = capsys.readouterr().err  # the summary goes to stderr, like every dsatkit report
+    printed = capsys.readouterr().out  # the summary is the command's result: stdout (progress: stderr)
     assert "drift rounds" in printed and re.search(r"\b1\b.*drift", printed) and re.search(r"\b2\b.*drift", printed)
 
     m1, m2 = (drift.RoundMetrics.model_validate_json((out / f"round-{n}/metrics.json").read_text()) for n in (1, 2))

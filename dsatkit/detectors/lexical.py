@@ -36,6 +36,16 @@ REPEAT_WEIGHT = 0.75
 """P(DSAT) when the feedback re-sends the request (or starts with it and adds a refinement)."""
 REPEAT_CHARS = 200
 """Only the request's first characters are compared: a long request that is re-sent differs later rarely."""
+LONG_CHARS = 400
+"""A longer feedback usually carries pasted material (code, a traceback, a document, a role-play brief)."""
+HEAD_CHARS = 300
+"""Of a long feedback only the user's own opening is matched: up to the first paste boundary (a blank
+line, a line ending in a colon, a code fence), at most this many characters."""
+LONG_DISCOUNT = 0.15
+"""Subtracted from the DSAT cue weight of a long feedback: a long turn is mostly a new task with content."""
+NEW_TOPIC_DISCOUNT = 0.4
+"""Subtracted from the DSAT cue weight when the turn announces a new topic ("new question: ...",
+"first time I see this error"): the error it pastes is not about the response."""
 KINDS = ("whole", "initial", "anywhere")
 COLUMNS = ("language", "category", "polarity", "kind", "weight", "pattern")
 # Languages written without spaces between words get no \b around their patterns.
@@ -53,6 +63,19 @@ CONTRAST = (
 _CODE = r"```[\s\S]*?(?:```|$)"
 _QUOTED = r"(?:^|\s)'[^'\n]+'|`[^`\n]+`|\"[^\"\n]+\"|“[^”\n]+”|«[^»\n]+»|「[^」\n]+」"
 _TRAIL = r"[\s\p{P}\p{S}]*"
+# a paste boundary in a long turn: what follows is material, not the user's reaction
+_PASTE = r"^([\s\S]*?)(?:\n[ \t]*\n|:[ \t]*\r?\n|```)"
+# "if that doesn't work I'll ...": a conditional, not a report that it failed
+_CONDITIONAL = (
+    r"(?:^|[^\pL])(?:if|in case|when|unless|whether|maybe) (?:it|that|this|the \w+|they|you|i|we) "
+    r"(?:doesn't|does not|didn't|did not|won't|isn't|fails?|crash\w*|breaks?|is wrong)"
+)
+NEW_TOPIC = (
+    r"^(?:new question|different question|another question|next question|unrelated(?: question)?|separate question"
+    r"|quick question|other question|btw|by the way|otra pregunta|autre question|andere frage|outra pergunta"
+    r"|другой вопрос|новый вопрос|新问题|另一个问题|换个问题)[:,.!? -]"
+    r"|first time|for the first time|впервые|第一次|primera vez|premi[eè]re fois|zum ersten mal|primeira vez"
+)
 # Word boundaries as consuming classes: a Unicode `\b` makes the regex engine leave its fast DFA on
 # non-ASCII text (measured: ~3k turns/s instead of ~10^5).
 _HEAD = r"(?:^|[^\pL\pN_])"
@@ -156,6 +179,7 @@ def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
         .str.replace_all(_CODE, " ")
         .str.replace_all(_QUOTED, " ‹q› ")
         .str.replace_all(r"[’‘´ʼ]", "'")
+        .str.replace_all(_CONDITIONAL, " ‹if› ")
         .str.replace_all(r"\s\s+|[^\S ]", " ")  # rewrite only runs and non-space whitespace: most turns need none
         .str.strip_chars()
     )
@@ -204,12 +228,16 @@ class LexicalDetector:
         rows = exchanges.select("exchange_id", "feedback", _req=request)
         # real logs repeat feedback ("continue", "thanks", "wrong") thousands of times: normalise and
         # match each distinct text once
+        fb = pl.col("feedback")
+        long = fb.str.len_chars() > LONG_CHARS
+        # a long turn is mostly pasted material: match only the user's own opening, and trust it less
+        own = pl.when(long).then(fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)).otherwise(fb)
         texts = (
-            rows.select(pl.col("feedback").drop_nulls().unique())
-            .with_columns(_text=normalise(pl.col("feedback")))
+            rows.select(fb.drop_nulls().unique())
+            .with_columns(_text=normalise(own), _long=long)
             .filter(pl.col("_text").str.len_bytes() > 0)
         )
-        evidence = texts.select("feedback", "_text").join(
+        evidence = texts.select("feedback", "_text", "_long").join(
             self._score_texts(texts.select(pl.col("_text").unique())), on="_text", how="left"
         )
         scored = rows.join(evidence, on="feedback", how="left", maintain_order="left")
@@ -234,6 +262,10 @@ class LexicalDetector:
             d_cat=pl.when(repeat_wins).then(pl.lit("revision")).otherwise("d_cat"),
             d_hit=pl.when(repeat_wins).then(pl.lit("<repeats the request>")).otherwise("d_hit"),
         )
+        discount = pl.when(pl.col("_long")).then(LONG_DISCOUNT).otherwise(0.0) + pl.when(
+            pl.col("_text").str.contains(NEW_TOPIC)
+        ).then(NEW_TOPIC_DISCOUNT).otherwise(0.0)
+        scored = scored.with_columns(d_w=pl.col("d_w") - discount.fill_null(0.0))
         dsat_wins = pl.col("d_w").is_not_null() & (
             pl.col("s_w").is_null() | pl.col("_contrast").fill_null(False) | (pl.col("d_w") >= pl.col("s_w"))
         )
