@@ -1,10 +1,10 @@
 """Lexical detector figures.
 
-    python bench/lexical_throughput.py [N]              # turns/s on N synthetic exchanges (default 2M)
+    python bench/lexical_throughput.py [N]              # turns/s on N synthetic exchanges (default 2M, 40% distinct)
     python bench/lexical_throughput.py --eval FILE...   # precision/recall/F1 on labelled jsonl/csv
 
-Throughput: N exchanges repeat a mix of short and long, DSAT, SAT and neutral feedback (1 in 13 null);
-`LexicalDetector.detect` is timed with cue compilation excluded. Eval files have `feedback` and `label`
+Throughput: 60% of N exchanges repeat a mix of short and long, DSAT, SAT and neutral feedback (1 in 13
+null), 40% are distinct new questions; `LexicalDetector.detect` is timed with cue compilation excluded. Eval files have `feedback` and `label`
 (bool, or "dsat"/"sat"/...) columns, optionally `request`, `response` and `category`.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
 import polars as pl
 
 from dsatkit.detectors.lexical import LexicalDetector
@@ -27,17 +28,36 @@ MIX = [
 ]
 
 
-def main(n: int = 2_000_000) -> None:
-    fb = (MIX * (n // len(MIX) + 1))[:n]
+def main(n: int = 2_000_000, fresh: float = 0.4) -> None:
+    """Time `detect` on n exchanges: `fresh` of them distinct new questions, the rest repeating MIX.
+
+    The detector matches each distinct feedback text once, so the distinct share decides the cost;
+    both rates are printed.
+    """
+    rng = np.random.default_rng(0)
+    words = np.array("how what why can you the a to of in my is it write make code list data error "
+                     "python email story explain table date help file name page user list api".split())
+    n_fresh = int(n * fresh)
+    lens = rng.integers(3, 25, n_fresh)
+    fresh_texts = (
+        pl.DataFrame({"r": np.repeat(np.arange(n_fresh), lens), "w": words[rng.integers(0, len(words), lens.sum())]})
+        .group_by("r", maintain_order=True)
+        .agg(pl.col("w").str.join(" "))
+        .with_columns(pl.col("w") + " #" + pl.col("r").cast(pl.String))["w"]  # distinct
+    )
+    repeated = pl.Series((MIX * (n // len(MIX) + 1))[: n - n_fresh], dtype=pl.String)
+    fb = pl.concat([repeated, fresh_texts]).sample(fraction=1.0, shuffle=True, seed=0)
     ex = conform(pl.DataFrame({"exchange_id": [str(i) for i in range(n)], "feedback": fb,
                                "request": ["what is the capital of australia?"] * n, "response": ["x"] * n}),
                  EXCHANGES)
     det = LexicalDetector()
-    det.groups  # compile once, outside the timing
+    det.groups  # noqa: B018  (compile once, outside the timing)
     t = time.perf_counter()
     out = det.detect(ex)
     dt = time.perf_counter() - t
-    print(f"{n:,} exchanges in {dt:.2f} s = {n / dt:,.0f} turns/s; DSAT {out['label'].mean():.1%}")
+    distinct = fb.n_unique()
+    print(f"{n:,} exchanges ({distinct:,} distinct feedback texts) in {dt:.2f} s = {n / dt:,.0f} turns/s, "
+          f"{distinct / dt:,.0f} distinct texts/s; DSAT {out['label'].mean():.1%}")
 
 
 def evaluate(path: str) -> None:
