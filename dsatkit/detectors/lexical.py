@@ -215,11 +215,12 @@ class LexicalDetector:
         live = texts.with_columns(
             [pl.col("_text").str.extract(rx, 1).alias(f"_h{i}") for i, rx in enumerate(self.groups["regex"])],
             _contrast=pl.col("_text").str.contains(CONTRAST),
+            _new_topic=pl.col("_text").str.contains(NEW_TOPIC),
         )
         d_w, d_cat, d_hit = self._strongest("dsat")
         s_w, s_cat, s_hit = self._strongest("sat")
         return live.select(
-            "_text", "_contrast", d_w=d_w, d_cat=d_cat, d_hit=d_hit, s_w=s_w, s_cat=s_cat, s_hit=s_hit
+            "_text", "_contrast", "_new_topic", d_w=d_w, d_cat=d_cat, d_hit=d_hit, s_w=s_w, s_cat=s_cat, s_hit=s_hit
         )
 
     def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
@@ -229,12 +230,16 @@ class LexicalDetector:
         # real logs repeat feedback ("continue", "thanks", "wrong") thousands of times: normalise and
         # match each distinct text once
         fb = pl.col("feedback")
-        long = fb.str.len_chars() > LONG_CHARS
+        distinct = rows.select(fb.drop_nulls().unique()).with_columns(_long=fb.str.len_chars() > LONG_CHARS)
         # a long turn is mostly pasted material: match only the user's own opening, and trust it less
-        own = pl.when(long).then(fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)).otherwise(fb)
+        # (the paste-boundary regex is costly, so it only sees the long turns)
+        long_own = fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)
         texts = (
-            rows.select(fb.drop_nulls().unique())
-            .with_columns(_text=normalise(own), _long=long)
+            pl.concat([
+                distinct.filter(~pl.col("_long")).with_columns(_own=fb),
+                distinct.filter("_long").with_columns(_own=long_own),
+            ])
+            .with_columns(_text=normalise(pl.col("_own")))
             .filter(pl.col("_text").str.len_bytes() > 0)
         )
         evidence = texts.select("feedback", "_text", "_long").join(
@@ -263,7 +268,7 @@ class LexicalDetector:
             d_hit=pl.when(repeat_wins).then(pl.lit("<repeats the request>")).otherwise("d_hit"),
         )
         discount = pl.when(pl.col("_long")).then(LONG_DISCOUNT).otherwise(0.0) + pl.when(
-            pl.col("_text").str.contains(NEW_TOPIC)
+            "_new_topic"
         ).then(NEW_TOPIC_DISCOUNT).otherwise(0.0)
         scored = scored.with_columns(d_w=pl.col("d_w") - discount.fill_null(0.0))
         dsat_wins = pl.col("d_w").is_not_null() & (
