@@ -212,8 +212,14 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     truncated.write_bytes(gzip.compress((LOGS / "openai.jsonl").read_bytes())[:-20])
     bad_array = tmp_path / "bad.json"
     bad_array.write_text('[{"messages": []}, {oops')
+    half = tmp_path / "half.parquet"  # cut in the middle: header but no footer
+    data = (LOGS / "openai.parquet").read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+    mislabelled = tmp_path / "text.parquet"
+    mislabelled.write_text('{"messages": []}\n')
     for path, match in ((corrupt, "corrupt.parquet: unreadable"), (unknown, "unrecognised log format"),
-                        (truncated, "truncated.jsonl.gz"), (bad_array, "bad.json: unreadable")):
+                        (truncated, "truncated.jsonl.gz"), (bad_array, "bad.json: unreadable"),
+                        (half, "half.parquet: unreadable"), (mislabelled, "not a parquet file")):
         with pytest.raises(InputError, match=match) as err:
             read([path])
         assert str(path) in str(err.value)

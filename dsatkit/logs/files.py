@@ -61,6 +61,8 @@ def kind_of(path: str) -> str:
         head = f.read(4)
     if head == b"PAR1":
         return "parquet"
+    if path.lower().endswith(".parquet") and head:
+        raise InputError(f"{path}: not a parquet file (no PAR1 header)", hint="check the file; it may be truncated or mislabelled")
     try:
         with _open(path) as f:
             start = f.read(4096).lstrip()
