@@ -1,6 +1,6 @@
 """Judge throughput against a local OpenAI-compatible server with a fixed latency, and cascade savings.
 
-    python bench/judge_throughput.py [--latency 0.2] [--levels 1 8 32 64] [--per-worker 20]
+    python bench/judge_throughput.py [--latency 0.2] [--levels 1 8 32 64] [--per-worker 40]
 
 Part 1 starts `tests/openai_server.py` in its own process (so the server does not share the client's
 interpreter) answering every request after `--latency` seconds, and runs `JudgeDetector.detect` on
@@ -115,7 +115,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--latency", type=float, default=0.2)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 64])
-    ap.add_argument("--per-worker", type=int, default=20, help="requests per unit of concurrency")
+    ap.add_argument("--per-worker", type=int, default=40, help="requests per unit of concurrency")
     ap.add_argument("--cascade-size", type=int, default=360)
     args = ap.parse_args()
     throughput(args.latency, args.levels, args.per_worker)
