@@ -223,11 +223,9 @@ def mine(
         with progress() as bar:
             task = bar.add_task("mining", total=None, unit="conversations")
             batches = iter(read_logs([str(p) for p in paths], config.read))
-            while True:
-                with timer("read"):
-                    batch = next(batches, None)
-                if batch is None:
-                    break
+            def process(batch) -> None:
+                # a function of its own, so that none of a batch's frames outlive it: while the next
+                # batch is read, only the writer still holds this one
                 files.add(batch.source_file)
                 summary.rows_read += batch.rows_read
                 summary.quarantined += batch.quarantine.height
@@ -237,24 +235,31 @@ def mine(
                 detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns, cascade)
                 with timer("pairs"):
                     dsat, pairs = dsat_and_pairs(ex, verdicts, batch.turns)
-                with timer("store"):
-                    writer.append_many([
-                        ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
-                        ("verdicts", verdicts), ("dsat", dsat), ("pairs", pairs), ("quarantine", batch.quarantine),
-                    ])
                 n_conv = batch.turns["conversation_id"].n_unique()
                 summary.conversations += n_conv
                 summary.turns += batch.turns.height
                 summary.exchanges += ex.height
                 summary.with_feedback += ex["feedback"].is_not_null().sum()
-                counts = verdicts["polarity"].value_counts()
-                for pol, n in counts.iter_rows():
+                for pol, n in verdicts["polarity"].value_counts().iter_rows():
                     setattr(summary, pol, getattr(summary, pol) + n)
                 dsat_categories = verdicts.filter(pl.col("label"))["category"].fill_null("uncategorised")
                 categories.update(dict(dsat_categories.value_counts().iter_rows()))
                 summary.pairs += pairs.height
                 summary.seed_pairs += int((pairs["origin"] == "seed").sum())
+                with timer("store"):
+                    writer.append_many([
+                        ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
+                        ("verdicts", verdicts), ("dsat", dsat), ("pairs", pairs), ("quarantine", batch.quarantine),
+                    ])
                 bar.update(task, advance=n_conv)
+
+            while True:
+                with timer("read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                process(batch)
+                del batch
         summary.files = len(files)
         summary.quarantine_reasons = dict(reasons.most_common())
         summary.dsat_by_category = dict(categories.most_common())
