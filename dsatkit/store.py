@@ -48,7 +48,7 @@ TABLES: dict[str, pl.Schema] = {
     "pairs": PAIRS,
     # materialised at mine time (10% of exchanges, typically): deriving it from turns would re-scan
     # every message; the `dsat` view reads it
-    "dsat_records": DSAT,
+    "dsat_records": pl.Schema({k: v for k, v in DSAT.items() if k != "context"}),
     "quarantine": QUARANTINE,
 }
 
@@ -87,8 +87,12 @@ from exchange_index x
 join texts t using (exchange_id)
 join conversations c using (conversation_id);
 
-create view dsat as select * from dsat_records;
-"""
+create view dsat as
+select {dsat_columns}
+from dsat_records d
+-- the context of a DSAT exchange is the prompt of its 'dsat' pair: stored once, not twice
+left join pairs p on p.exchange_id = d.exchange_id and p.origin = 'dsat';
+""".format(dsat_columns=", ".join("p.prompt as context" if c == "context" else f"d.{c}" for c in DSAT.names()))
 
 
 _TEXT_COLUMNS = frozenset(
@@ -193,7 +197,8 @@ class RunWriter:
                 return
 
     def _insert(self, table: str, data: pa.Table | pl.DataFrame) -> None:
-        self.con.execute(f"insert into {table} by name select * from data")
+        columns = ", ".join(f'"{c}"' for c in TABLES[table].names())  # the export may carry more
+        self.con.execute(f"insert into {table} by name select {columns} from data")
         if table in self._export_of:
             self._export(self._export_of[table], data if isinstance(data, pa.Table) else _compact(data))
 
