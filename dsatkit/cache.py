@@ -73,12 +73,3 @@ class Cache:
             self.con.execute(
                 f"insert or replace into judge_cache ({', '.join(self._JUDGE_COLS)}) select * from rows"
             )
-
-    def put_judge(self, row: dict) -> None:
-        """Commit one judge answer at once, so a killed run never pays for it again."""
-        cols = self._JUDGE_COLS
-        with self._lock:
-            self.con.execute(
-                f"insert or replace into judge_cache ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
-                [row.get(c) for c in cols],
-            )

@@ -106,7 +106,7 @@ def run_detectors(
     """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse.
 
     `turns` lets the judge's exchanges get their context when `exchanges` was built without it;
-    `cascade` counts the exchanges the judge could have seen (`eligible`) and was given (`judged`).
+    `cascade` counts the exchanges the judge could have seen (`eligible`) and was given (`sent_to_judge`).
     """
     timer = timer or _Timer()
     if detectors is None:
@@ -263,7 +263,8 @@ def mine(
         summary.files = len(files)
         summary.quarantine_reasons = dict(reasons.most_common())
         summary.dsat_by_category = dict(categories.most_common())
-        summary.detectors = {d.name: _stats_of(d) for d in detectors if _stats_of(d)}
+        stats = {d.name: _stats_of(d) for d in detectors}
+        summary.detectors = {name: s for name, s in stats.items() if s}
         if cascade:
             cascade["saved"] = cascade["eligible"] - cascade["sent_to_judge"]
             summary.judge_cascade = dict(cascade)

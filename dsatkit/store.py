@@ -208,18 +208,17 @@ class RunWriter:
             writer = self._exports[table] = pq.ParquetWriter(self._export_paths[table], data.schema)
         writer.write_table(data)
 
-    def append(self, table: str, frame: pl.DataFrame) -> None:
-        """Queue `frame` for insertion into `table` (returns before the write is done)."""
-        self.append_many([(table, frame)])
-
     def append_many(self, items: list[tuple[str, pl.DataFrame]]) -> None:
+        """Queue (table, frame) pairs for insertion (returns before the write is done)."""
         if self._error is not None:
             raise self._error
         batch = []
         for table, frame in items:
-            if table == "exchanges":
-                frame = frame.select(EXCHANGE_INDEX.names())
             table = _RENAMED.get(table, table)
+            if table not in self._export_of:
+                # only the stored columns travel (an exchange's texts stay in `turns`); an exported
+                # frame keeps all of its own for the parquet file
+                frame = frame.select(TABLES[table].names())
             if frame.height:
                 batch.append((table, frame))
         if batch:
@@ -301,11 +300,3 @@ def connect(store_dir: str | Path) -> duckdb.DuckDBPyConnection:
     if not seen:
         raise StoreError(f"no readable dsatkit table in {d}")
     return con
-
-
-def read_table(store_dir: str | Path, name: str) -> pl.DataFrame:
-    con = connect(store_dir)
-    try:
-        return con.sql(f'select * from "{name}"').pl()
-    finally:
-        con.close()

@@ -10,6 +10,7 @@ import polars as pl
 from dsatkit.errors import ConfigError, TrainError
 from dsatkit.hashing import md5_hex
 from dsatkit.schema import PAIRS, conform
+from dsatkit.store import DB_NAME
 
 _REQUIRED = ("exchange_id", "prompt", "rejected", "origin")
 
@@ -19,10 +20,10 @@ def _source(path: Path) -> tuple[str, list]:
     if path.is_dir():
         if (path / "pairs.parquet").exists():
             return "read_parquet(?)", [str(path / "pairs.parquet")]
-        if (path / "dsat.duckdb").exists():
-            return "", [str(path / "dsat.duckdb")]
+        if (path / DB_NAME).exists():
+            return "", [str(path / DB_NAME)]
         raise TrainError(
-            f"data.path {path}: no pairs.parquet or dsat.duckdb in this directory",
+            f"data.path {path}: no pairs.parquet or {DB_NAME} in this directory",
             hint="run `dsatkit mine LOGS -o DIR` and point data.path at DIR",
         )
     if path.exists():
