@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -30,10 +30,20 @@ EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
 """DIR/<name>.parquet -> the table it exports."""
 _RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
 """Frames the pipeline appends under their view's name -> the table that stores them."""
-ROW_GROUP_ROWS = 122_880
-"""DuckDB's row group size: inserts are gathered to at least this many rows."""
 WRITER_MEMORY = "256MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
+ROW_GROUP_ROWS = 122_880
+"""DuckDB's row group size: a table's appends are committed once they fill one."""
+WRITER_LANES = 2
+"""Tables inserted at once, each through a connection of its own: one insert keeps about one core busy."""
+
+_FROM_PAIR = {
+    "context": "p.prompt",
+    "request": "list_filter(p.prompt, lambda m: m.role = 'user')[-1].content",  # the last user turn before
+    "response": "p.rejected[1].content",
+    "feedback": "p.feedback",
+}
+"""DSAT columns the `dsat` view takes from the exchange's 'dsat' pair (so that they are stored once)."""
 
 EXCHANGE_INDEX = pl.Schema(
     {k: v for k, v in EXCHANGES.items() if k not in ("context", "request", "response", "feedback", "followup")}
@@ -47,8 +57,8 @@ TABLES: dict[str, pl.Schema] = {
     "verdicts": VERDICTS,
     "pairs": PAIRS,
     # materialised at mine time (10% of exchanges, typically): deriving it from turns would re-scan
-    # every message; the `dsat` view reads it
-    "dsat_records": pl.Schema({k: v for k, v in DSAT.items() if k != "context"}),
+    # every message; the `dsat` view reads it, with the texts its DSAT pair already holds
+    "dsat_records": pl.Schema({k: v for k, v in DSAT.items() if k not in _FROM_PAIR}),
     "quarantine": QUARANTINE,
 }
 
@@ -90,9 +100,8 @@ join conversations c using (conversation_id);
 create view dsat as
 select {dsat_columns}
 from dsat_records d
--- the context of a DSAT exchange is the prompt of its 'dsat' pair: stored once, not twice
 left join pairs p on p.exchange_id = d.exchange_id and p.origin = 'dsat';
-""".format(dsat_columns=", ".join("p.prompt as context" if c == "context" else f"d.{c}" for c in DSAT.names()))
+""".format(dsat_columns=", ".join(f"{_FROM_PAIR[c]} as {c}" if c in _FROM_PAIR else f"d.{c}" for c in DSAT.names()))
 
 
 _TEXT_COLUMNS = frozenset(
@@ -127,14 +136,68 @@ def _compact(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Table:
+    """A table's own connection, whose open transaction gathers appends into whole row groups.
+
+    Appended in autocommit mode, a batch's 25k DSAT rows each rewrote a partial row group (~2x the
+    time and space); inside a transaction DuckDB fills row groups itself and writes the full ones
+    straight to the file. The transaction is committed once it holds a row group's worth of rows, so
+    that the run's final commit has little left to do.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, name: str):
+        self.con = con.cursor()
+        self.con.execute("begin transaction")
+        self.name = name
+        self.columns = ", ".join(f'"{c}"' for c in TABLES[name].names())  # an exported frame has more
+        self.uncommitted = 0
+        self.seconds = float("inf")  # what its last batch took to write (unknown: schedule it first)
+        self.writing: Future | None = None
+
+    def insert(self, frame: pl.DataFrame) -> None:
+        t0 = time.perf_counter()
+        # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own
+        data = frame.rechunk() if frame.n_chunks() > 1 else frame  # noqa: F841 (read by DuckDB)
+        self.con.execute(f"insert into {self.name} by name select {self.columns} from data")
+        self.uncommitted += frame.height
+        if self.uncommitted >= ROW_GROUP_ROWS:
+            self.con.execute("commit; begin transaction")
+            self.uncommitted = 0
+        self.seconds = time.perf_counter() - t0
+
+    def close(self, commit: bool) -> None:
+        try:
+            if self.writing is not None:
+                self.writing.result()  # the last insert first
+            if commit:
+                self.con.execute("commit")
+        finally:
+            self.con.close()
+
+
 class RunWriter:
-    """Collects one run's frames into a temp DuckDB file; `commit` swaps it in, `abort` drops it."""
+    """Collects one run's frames into a temp DuckDB file; `commit` swaps it in, `abort` drops it.
+
+    A batch's tables are written on WRITER_LANES threads (DuckDB and Arrow release the GIL), the
+    slowest first, so that they overlap with each other and with the next batch's Polars work. At most
+    one batch is being written while the next is computed.
+    """
 
     def __init__(self, out_dir: str | Path, text_compression: str = "none"):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.out_dir.glob(f".{DB_NAME}.*.tmp*"):
-            stale.unlink(missing_ok=True)
+        # what a killed run left behind: its snapshot (and DuckDB's WAL of it), its parquet exports
+        for pattern in (f".{DB_NAME}.*.tmp*", *(f".{name}.parquet.*.tmp" for name in EXPORTS)):
+            for stale in self.out_dir.glob(pattern):
+                stale.unlink(missing_ok=True)
         self.tmp = self.out_dir / f".{DB_NAME}.{os.getpid()}.tmp"
         self.con = duckdb.connect(str(self.tmp))
         for name, schema in TABLES.items():
@@ -160,47 +223,18 @@ class RunWriter:
         self._export_paths = {
             name: self.out_dir / f".{name}.parquet.{os.getpid()}.tmp" for name in EXPORTS
         }
-        # inserts run on a writer thread (DuckDB and Arrow release the GIL) so that they overlap with
-        # the next batch's Polars work; the bounded queue keeps memory bounded when writing lags
-        self._queue: queue.Queue = queue.Queue(maxsize=1)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._write_loop, name="dsatkit-store", daemon=True)
-        self._thread.start()
+        self._lanes = ThreadPoolExecutor(WRITER_LANES, thread_name_prefix="dsatkit-store")
+        self._tables: dict[str, _Table] = {}
+        self._closed = False
+        # DuckDB fsyncs the whole file at the final checkpoint (~2.3 s for a 2 GB store here): what is
+        # written is flushed to disk as the run goes, so that the last fsync has little left to wait for
+        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="dsatkit-fsync")
+        self._flushing: Future | None = None
 
-    def _write_loop(self) -> None:
-        # frames are gathered per table up to a DuckDB row group: appending a small frame to a
-        # half-full row group rewrites it, which made 25k-row batches ~10x slower to store
-        pending: dict[str, list[pa.Table]] = {}
-        while True:
-            item = self._queue.get()
-            try:
-                if self._error is not None:
-                    if item is None:
-                        return
-                    continue  # drain, so the producer never blocks on a dead writer
-                for table, frame in item or []:
-                    if frame.height >= ROW_GROUP_ROWS and table not in pending:
-                        self._insert(table, frame)  # big enough on its own
-                        continue
-                    # a compact Arrow copy: a Polars frame of a few rows can pin the string buffers
-                    # of its whole batch, and pending frames would then hold several batches
-                    pending.setdefault(table, []).append(_compact(frame))
-                for table, frames in list(pending.items()):
-                    if item is None or sum(f.num_rows for f in frames) >= ROW_GROUP_ROWS:
-                        self._insert(table, pa.concat_tables(frames))
-                        del pending[table]
-            except BaseException as e:  # surfaced by the next append or by commit
-                self._error = e
-            finally:
-                self._queue.task_done()
-            if item is None:
-                return
-
-    def _insert(self, table: str, data: pa.Table | pl.DataFrame) -> None:
-        columns = ", ".join(f'"{c}"' for c in TABLES[table].names())  # the export may carry more
-        self.con.execute(f"insert into {table} by name select {columns} from data")
-        if table in self._export_of:
-            self._export(self._export_of[table], data if isinstance(data, pa.Table) else _compact(data))
+    def _write(self, table: _Table, frame: pl.DataFrame) -> None:
+        table.insert(frame)
+        if table.name in self._export_of:
+            self._export(self._export_of[table.name], _compact(frame))
 
     def _export(self, table: str, data: pa.Table) -> None:
         writer = self._exports.get(table)
@@ -208,37 +242,51 @@ class RunWriter:
             writer = self._exports[table] = pq.ParquetWriter(self._export_paths[table], data.schema)
         writer.write_table(data)
 
+    def _wait(self) -> None:
+        """Until the batch being written is in; raises its first error."""
+        for table in self._tables.values():
+            writing, table.writing = table.writing, None
+            if writing is not None:
+                writing.result()
+
     def append_many(self, items: list[tuple[str, pl.DataFrame]]) -> None:
-        """Queue (table, frame) pairs for insertion (returns before the write is done)."""
-        if self._error is not None:
-            raise self._error
+        """Hand (table, frame) pairs to the writer lanes (returns before the write is done)."""
         batch = []
-        for table, frame in items:
-            table = _RENAMED.get(table, table)
-            if table not in self._export_of:
+        for name, frame in items:
+            name = _RENAMED.get(name, name)
+            if name not in self._export_of:
                 # only the stored columns travel (an exchange's texts stay in `turns`); an exported
                 # frame keeps all of its own for the parquet file
-                frame = frame.select(TABLES[table].names())
+                frame = frame.select(TABLES[name].names())
             if frame.height:
-                batch.append((table, frame))
-        if batch:
-            # hand over only once the writer is done with the previous batch: at most two batches
-            # are alive (this one being written, the next being computed), whatever the input size
-            self._queue.join()
-            if self._error is not None:
-                raise self._error
-            self._queue.put(batch)
+                if name not in self._tables:
+                    self._tables[name] = _Table(self.con, name)
+                batch.append((self._tables[name], frame))
+        # hand over only once the previous batch is written: at most two batches are alive (this
+        # one being written, the next being computed), whatever the input size
+        self._wait()
+        # slowest first: the lanes take the next table as they free up, which balances them
+        for table, frame in sorted(batch, key=lambda tf: (tf[0].seconds, tf[1].estimated_size()), reverse=True):
+            table.writing = self._lanes.submit(self._write, table, frame)
 
-    def _drain(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-        if self._error is not None:
-            raise self._error
+    def _close_lanes(self, commit: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            # the last commits run on the lanes too, each after its table's last insert
+            for done in [self._lanes.submit(t.close, commit) for t in self._tables.values()]:
+                done.result()
+            self._wait()
+        finally:
+            for table in self._tables.values():
+                table.con.close()
+            self._lanes.shutdown()
+            self._flusher.shutdown()
 
     def commit(self, run: dict) -> None:
         """Record the run, export parquet, and atomically replace the store."""
-        self._drain()
+        self._close_lanes(commit=True)
         row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in run.items()}
         cols = ", ".join(row)
         self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
@@ -256,8 +304,7 @@ class RunWriter:
 
     def abort(self) -> None:
         try:
-            self._error = self._error or RuntimeError("aborted")
-            self._drain()
+            self._close_lanes(commit=False)
         except BaseException:
             pass
         try:

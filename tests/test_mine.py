@@ -76,6 +76,29 @@ def test_mine_writes_all_tables_and_finds_dsat(logs: Path, tmp_path: Path):
     assert pl.read_parquet(out / "dsat.parquet").height == 3
 
 
+def test_dsat_view_matches_the_export_and_the_exchanges(tmp_path: Path):
+    """The `dsat` view takes context, request, response and feedback from the DSAT pair: they must be
+    exactly the exchange's, also when tool turns or several user turns precede the response."""
+    tricky = [
+        ("tool", [("user", "weather in paris?"), ("assistant", "calling the weather tool"),
+                  ("tool", '{"temp": 12}'), ("assistant", "It is 30 degrees."), ("user", "that's wrong")]),
+        ("users", [("user", "hi"), ("user", "translate 'bonjour'"), ("assistant", "Goodbye."),
+                   ("user", "no, that is incorrect")]),
+    ]
+    logs = write_jsonl(tmp_path / "logs.jsonl", CONVERSATIONS + tricky)
+    result = mine([logs], tmp_path / "mined", LEXICAL)
+    view = result.dsat.sort("exchange_id")
+    export = pl.read_parquet(tmp_path / "mined" / "dsat.parquet").sort("exchange_id")
+    assert view.height == 5 and view.equals(export.select(view.columns))
+    texts = result.sql(
+        "select d.exchange_id, x.context, x.request, x.response, x.feedback, x.followup "
+        "from dsat d join exchanges x using (exchange_id) order by 1"
+    )
+    assert view.select(texts.columns).equals(texts)
+    tool = view.filter(pl.col("conversation_id") == "tool").row(0, named=True)
+    assert (tool["request"], tool["response"]) == ("weather in paris?", "It is 30 degrees.")
+
+
 def test_rerun_is_idempotent_and_keeps_run_history(logs: Path, tmp_path: Path):
     out = tmp_path / "mined"
     first = mine([logs], out, LEXICAL)
@@ -107,12 +130,12 @@ from dsatkit import store
 from dsatkit.config import MineConfig, StoreConfig
 from dsatkit.pipeline import mine
 
-real_insert = store.RunWriter._insert
-def insert_then_die(self, table, frame):
-    real_insert(self, table, frame)
-    if table == "verdicts":
+real_write = store.RunWriter._write
+def write_then_die(self, table, frame):
+    real_write(self, table, frame)
+    if table.name == "verdicts":
         os.kill(os.getpid(), signal.SIGKILL)   # a real kill, half way through writing the run
-store.RunWriter._insert = insert_then_die
+store.RunWriter._write = write_then_die
 mine([sys.argv[1]], sys.argv[2], MineConfig(detectors=["lexical"]))
 """
 
