@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
 import duckdb
@@ -273,16 +273,14 @@ class RunWriter:
         if self._closed:
             return
         self._closed = True
-        try:
-            # the last commits run on the lanes too, each after its table's last insert
-            for done in [self._lanes.submit(t.close, commit) for t in self._tables.values()]:
-                done.result()
-            self._wait()
-        finally:
-            for table in self._tables.values():
-                table.con.close()
-            self._lanes.shutdown()
-            self._flusher.shutdown()
+        # the last commits run on the lanes too, each after its table's last insert; all of them end
+        # (or fail) before the connections are closed
+        closing = [self._lanes.submit(t.close, commit) for t in self._tables.values()]
+        wait(closing)
+        self._lanes.shutdown()
+        self._flusher.shutdown()
+        for done in closing:
+            done.result()
 
     def commit(self, run: dict) -> None:
         """Record the run, export parquet, and atomically replace the store."""

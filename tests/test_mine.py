@@ -156,6 +156,44 @@ def test_run_killed_mid_write_leaves_previous_store_readable(logs: Path, tmp_pat
     assert not list(out.glob(".*.tmp"))
 
 
+def test_failed_write_raises_and_leaves_previous_store(logs: Path, tmp_path: Path, monkeypatch):
+    from dsatkit import store
+
+    out = tmp_path / "mined"
+    before = mine([logs], out, LEXICAL).table("verdicts").sort("exchange_id")
+    real = store._Table.insert
+
+    def fail_on_verdicts(self, frame):
+        if self.name == "verdicts":
+            raise OSError("disk full")
+        real(self, frame)
+
+    monkeypatch.setattr(store._Table, "insert", fail_on_verdicts)
+    with pytest.raises(OSError, match="disk full"):
+        mine([logs], out, LEXICAL)
+    assert not list(out.glob(".*.tmp*"))
+    monkeypatch.undo()
+    assert mine([logs], out, LEXICAL).table("verdicts").sort("exchange_id").equals(before)
+
+
+def test_small_batches_store_every_row_once(tmp_path: Path, monkeypatch):
+    """Many batches: rows cross row-group commits and stay in open transactions between batches."""
+    from dsatkit import store
+
+    monkeypatch.setattr(store, "ROW_GROUP_ROWS", 500)  # commit mid-run, as a big input does
+    convs = [(f"c{i}", [("user", f"question {i}"), ("assistant", f"answer {i}"),
+                        ("user", "that's wrong" if i % 3 == 0 else "thanks")]) for i in range(3000)]
+    logs = write_jsonl(tmp_path / "many.jsonl", convs)
+    config = LEXICAL.model_copy(update={"read": LEXICAL.read.model_copy(update={"batch_rows": 70})})
+    result = mine([logs], tmp_path / "mined", config)
+    counts = result.sql(
+        "select (select count(*) from turns) t, (select count(distinct exchange_id) from exchanges) x, "
+        "(select count(*) from verdicts) v, (select count(*) from dsat) d, (select count(*) from pairs) p"
+    ).row(0)
+    assert counts == (9000, 3000, 3000, 1000, 1000)
+    assert pl.read_parquet(tmp_path / "mined" / "dsat.parquet").height == 1000
+
+
 def test_connect_errors_are_one_line(tmp_path: Path):
     with pytest.raises(StoreError, match="is not a directory"):
         connect(tmp_path / "nope")
