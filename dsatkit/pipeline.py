@@ -226,6 +226,9 @@ def mine(
             def process(batch) -> None:
                 # a function of its own, so that none of a batch's frames outlive it: while the next
                 # batch is read, only the writer still holds this one
+                # the turns go to the store at once, to be written while the batch is mined
+                with timer("store"):
+                    writer.append_many([("turns", batch.turns), ("quarantine", batch.quarantine)])
                 files.add(batch.source_file)
                 summary.rows_read += batch.rows_read
                 summary.quarantined += batch.quarantine.height
@@ -248,8 +251,8 @@ def mine(
                 summary.seed_pairs += int((pairs["origin"] == "seed").sum())
                 with timer("store"):
                     writer.append_many([
-                        ("turns", batch.turns), ("exchanges", ex), ("detections", detections),
-                        ("verdicts", verdicts), ("dsat", dsat), ("pairs", pairs), ("quarantine", batch.quarantine),
+                        ("exchanges", ex), ("detections", detections), ("verdicts", verdicts), ("dsat", dsat),
+                        ("pairs", pairs),
                     ])
                 bar.update(task, advance=n_conv)
 

@@ -32,8 +32,6 @@ _RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
 """Frames the pipeline appends under their view's name -> the table that stores them."""
 WRITER_MEMORY = "256MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
-ROW_GROUP_ROWS = 122_880
-"""DuckDB's row group size: a table's appends are committed once they fill one."""
 WRITER_LANES = 2
 """Tables inserted at once, each through a connection of its own: one insert keeps about one core busy."""
 
@@ -136,29 +134,14 @@ def _compact(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Table:
-    """A table's own connection, whose open transaction gathers appends into whole row groups.
-
-    Appended in autocommit mode, a batch's 25k DSAT rows each rewrote a partial row group (~2x the
-    time and space); inside a transaction DuckDB fills row groups itself and writes the full ones
-    straight to the file. The transaction is committed once it holds a row group's worth of rows, so
-    that the run's final commit has little left to do.
-    """
+    """A store table and the connection it is written through (DuckDB runs one statement at a time
+    per connection; tables written on different lanes need their own)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, name: str):
         self.con = con.cursor()
-        self.con.execute("begin transaction")
         self.name = name
         self.columns = ", ".join(f'"{c}"' for c in TABLES[name].names())  # an exported frame has more
-        self.uncommitted = 0
         self.seconds = float("inf")  # what its last batch took to write (unknown: schedule it first)
         self.writing: Future | None = None
 
@@ -167,18 +150,12 @@ class _Table:
         # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own
         data = frame.rechunk() if frame.n_chunks() > 1 else frame  # noqa: F841 (read by DuckDB)
         self.con.execute(f"insert into {self.name} by name select {self.columns} from data")
-        self.uncommitted += frame.height
-        if self.uncommitted >= ROW_GROUP_ROWS:
-            self.con.execute("commit; begin transaction")
-            self.uncommitted = 0
         self.seconds = time.perf_counter() - t0
 
-    def close(self, commit: bool) -> None:
+    def close(self) -> None:
         try:
             if self.writing is not None:
                 self.writing.result()  # the last insert first
-            if commit:
-                self.con.execute("commit")
         finally:
             self.con.close()
 
@@ -186,9 +163,9 @@ class _Table:
 class RunWriter:
     """Collects one run's frames into a temp DuckDB file; `commit` swaps it in, `abort` drops it.
 
-    A batch's tables are written on WRITER_LANES threads (DuckDB and Arrow release the GIL), the
-    slowest first, so that they overlap with each other and with the next batch's Polars work. At most
-    one batch is being written while the next is computed.
+    Tables are written on WRITER_LANES threads (DuckDB and Arrow release the GIL), the slowest first,
+    so that they overlap with each other and with the Polars work of the batch that follows; the
+    writer holds at most one frame per table.
     """
 
     def __init__(self, out_dir: str | Path, text_compression: str = "none"):
@@ -226,10 +203,6 @@ class RunWriter:
         self._lanes = ThreadPoolExecutor(WRITER_LANES, thread_name_prefix="dsatkit-store")
         self._tables: dict[str, _Table] = {}
         self._closed = False
-        # DuckDB fsyncs the whole file at the final checkpoint (~2.3 s for a 2 GB store here): what is
-        # written is flushed to disk as the run goes, so that the last fsync has little left to wait for
-        self._flusher = ThreadPoolExecutor(1, thread_name_prefix="dsatkit-fsync")
-        self._flushing: Future | None = None
 
     def _write(self, table: _Table, frame: pl.DataFrame) -> None:
         table.insert(frame)
@@ -239,18 +212,20 @@ class RunWriter:
     def _export(self, table: str, data: pa.Table) -> None:
         writer = self._exports.get(table)
         if writer is None:
-            writer = self._exports[table] = pq.ParquetWriter(self._export_paths[table], data.schema)
+            # dictionaries only where values repeat (ids, categories, models), never on message text
+            repeated = [c for c in data.schema.names if c not in _TEXT_COLUMNS]
+            writer = self._exports[table] = pq.ParquetWriter(
+                self._export_paths[table], data.schema, use_dictionary=repeated
+            )
         writer.write_table(data)
 
-    def _wait(self) -> None:
-        """Until the batch being written is in; raises its first error."""
-        for table in self._tables.values():
-            writing, table.writing = table.writing, None
-            if writing is not None:
-                writing.result()
-
     def append_many(self, items: list[tuple[str, pl.DataFrame]]) -> None:
-        """Hand (table, frame) pairs to the writer lanes (returns before the write is done)."""
+        """Hand (table, frame) pairs to the writer lanes (returns before the write is done).
+
+        A table's frame is handed over once its previous one is written: the writer holds at most one
+        frame per table (one batch) while the next batch is computed, whatever the input size. Tables
+        can come in several calls per batch, so that writing starts as soon as each is ready.
+        """
         batch = []
         for name, frame in items:
             name = _RENAMED.get(name, name)
@@ -262,29 +237,28 @@ class RunWriter:
                 if name not in self._tables:
                     self._tables[name] = _Table(self.con, name)
                 batch.append((self._tables[name], frame))
-        # hand over only once the previous batch is written: at most two batches are alive (this
-        # one being written, the next being computed), whatever the input size
-        self._wait()
+        for table, _ in batch:
+            writing, table.writing = table.writing, None
+            if writing is not None:
+                writing.result()  # raises what went wrong with it
         # slowest first: the lanes take the next table as they free up, which balances them
         for table, frame in sorted(batch, key=lambda tf: (tf[0].seconds, tf[1].estimated_size()), reverse=True):
             table.writing = self._lanes.submit(self._write, table, frame)
 
-    def _close_lanes(self, commit: bool) -> None:
+    def _close_lanes(self) -> None:
         if self._closed:
             return
         self._closed = True
-        # the last commits run on the lanes too, each after its table's last insert; all of them end
-        # (or fail) before the connections are closed
-        closing = [self._lanes.submit(t.close, commit) for t in self._tables.values()]
+        # every table's last insert ends (or fails) before the connections are closed
+        closing = [self._lanes.submit(t.close) for t in self._tables.values()]
         wait(closing)
         self._lanes.shutdown()
-        self._flusher.shutdown()
         for done in closing:
             done.result()
 
     def commit(self, run: dict) -> None:
         """Record the run, export parquet, and atomically replace the store."""
-        self._close_lanes(commit=True)
+        self._close_lanes()
         row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in run.items()}
         cols = ", ".join(row)
         self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
@@ -302,7 +276,7 @@ class RunWriter:
 
     def abort(self) -> None:
         try:
-            self._close_lanes(commit=False)
+            self._close_lanes()
         except BaseException:
             pass
         try:
