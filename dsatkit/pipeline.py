@@ -225,8 +225,8 @@ def mine(
             batches = iter(read_logs([str(p) for p in paths], config.read))
             def process(batch) -> None:
                 # a function of its own, so that none of a batch's frames outlive it: while the next
-                # batch is read, only the writer still holds this one
-                # the turns go to the store at once, to be written while the batch is mined
+                # batch is read, only the writer still holds this one. The turns go to the store at
+                # once, to be written while the batch is mined.
                 with timer("store"):
                     writer.append_many([("turns", batch.turns), ("quarantine", batch.quarantine)])
                 files.add(batch.source_file)

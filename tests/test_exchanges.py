@@ -80,6 +80,10 @@ def test_order_independent_and_ids_stable():
     ex1 = build_exchanges(turns(rows))
     ex2 = build_exchanges(turns(list(reversed(rows))))
     assert ex1.equals(ex2)
+    # grouped but not sorted (b before a), and interleaved: the same exchanges
+    grouped = build_exchanges(turns(rows[2:] + rows[:2])).sort("exchange_id")
+    interleaved = build_exchanges(turns([rows[0], rows[2], rows[1], rows[3], rows[4]])).sort("exchange_id")
+    assert grouped.equals(ex1.sort("exchange_id")) and interleaved.equals(ex1.sort("exchange_id"))
     assert ex1["exchange_id"].n_unique() == ex1.height == 2
     # an id depends only on conversation id and response turn, not on the batch it came in
     alone = build_exchanges(turns(rows[:2]))
