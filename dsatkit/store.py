@@ -30,7 +30,7 @@ EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
 """DIR/<name>.parquet -> the table it exports."""
 _RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
 """Frames the pipeline appends under their view's name -> the table that stores them."""
-WRITER_MEMORY = "256MB"
+WRITER_MEMORY = "192MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 WRITER_LANES = 2
 """Tables inserted at once, each through a connection of its own: one insert keeps about one core busy."""
