@@ -93,11 +93,10 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
 def attach_context(exchanges: pl.DataFrame, turns: pl.DataFrame) -> pl.DataFrame:
     """Fill the `context` column of `exchanges` from the `turns` of their conversations."""
     cid = "conversation_id"
-    t = (
-        turns.join(exchanges.select(cid).unique(), on=cid, how="semi")
-        .sort(cid, "turn_index")
-        .with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int32).over(cid))
-    )
+    t = turns.join(exchanges.select(cid).unique(), on=cid, how="semi")
+    if not _grouped(t):
+        t = t.sort(cid, "turn_index")
+    t = t.with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int32).over(cid))
     messages = t.group_by(cid, maintain_order=True).agg(
         messages=pl.struct(pl.col("role").cast(pl.String), "content").cast(MESSAGE_DTYPE)
     )

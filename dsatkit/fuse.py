@@ -38,11 +38,8 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
         weight=pl.col("detector").replace_strict(config.weights, default=1.0, return_dtype=pl.Float64)
         * pl.when(pl.col("category").is_null()).then(ABSTAIN_WEIGHT).otherwise(1.0),
     )
-    # sorted keys make the group-by a linear scan; the voters are a bitmask per exchange, named
-    # afterwards (a string aggregation per group costs more than all the rest together)
     if d.is_empty():
         return empty(VERDICTS)
-    d = d.sort("exchange_id", maintain_order=True)
     names = sorted(d["detector"].unique().to_list())
     if len(names) == 1:  # one detector, one row per exchange: its detections are the verdicts
         v = d.select(
@@ -53,6 +50,9 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
             sat_category=pl.when(pl.col("polarity") == "sat").then("category"),
         )
         return _decide(v, config)
+    # sorted keys make the group-by a linear scan; the voters are a bitmask per exchange, named
+    # afterwards (a string aggregation per group costs more than all the rest together)
+    d = d.sort("exchange_id", maintain_order=True)
     bit = pl.col("detector").replace_strict({n: 1 << i for i, n in enumerate(names)}, return_dtype=pl.Int64)
     v = d.group_by("exchange_id", maintain_order=True).agg(
         score=((pl.col("weight") * pl.col("score")).sum() / pl.col("weight").sum()).fill_nan(0.0),
