@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from dsatkit.errors import ConfigError
+from dsatkit.errors import ConfigError, first_line
 
 
 class _Strict(BaseModel):
@@ -113,8 +113,7 @@ def read_yaml(path: str | Path, what: str) -> dict:
     except OSError as e:
         raise ConfigError(f"cannot read {what} {path}: {e.strerror}", hint=f"check the {what} path") from None
     except yaml.YAMLError as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(f"{what} {path} is not valid YAML: {first}", hint="check indentation and quoting") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {first_line(e)}", hint="check indentation and quoting") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

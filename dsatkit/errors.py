@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty): library
+    errors often run to many lines, and ours are one line."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class DsatkitError(Exception):
     """Base class: `str(err)` is the one-line message, `err.hint` what to do about it."""
 

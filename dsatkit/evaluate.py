@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from dsatkit.config import MineConfig, ReadConfig
-from dsatkit.errors import InputError
+from dsatkit.errors import InputError, first_line
 from dsatkit.hashing import md5_of
 from dsatkit.schema import EXCHANGES, MESSAGE_DTYPE, conform
 
@@ -51,7 +51,7 @@ def _read_flat(path: Path) -> pl.DataFrame | None:
             head = reader(path)
     except (pl.exceptions.PolarsError, OSError) as e:
         if path.suffix == ".csv":
-            raise InputError(f"{path}: cannot read: {str(e).splitlines()[0]}") from None
+            raise InputError(f"{path}: cannot read: {first_line(e)}") from None
         return None  # let the log reader report what is wrong with it
     if not _FLAT_COLUMNS <= set(head.columns):
         if path.suffix == ".csv":

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from dsatkit.errors import ConfigError, TrainError
+from dsatkit.errors import ConfigError, TrainError, first_line
 from dsatkit.schema import PAIRS, conform
 from dsatkit.trainers import recipe as recipe_mod
 from dsatkit.trainers.data import load_pairs, split_test
@@ -92,6 +92,11 @@ def test_bad_recipes_fail_with_one_clear_line(tmp_path: Path, text: str, pattern
         load_recipe(write(tmp_path, text))
     assert "\n" not in str(err.value) and re.search(pattern, str(err.value)), str(err.value)
     assert err.value.hint
+
+
+def test_first_line_of_library_errors() -> None:
+    assert first_line(ValueError("\n  bad value\n  at line 3\n")) == "bad value"
+    assert first_line(OSError()) == "OSError"  # an empty message is not an IndexError
 
 
 def test_cli_prints_one_line_and_exit_code_2(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import duckdb
 import polars as pl
 import typer
 
-from dsatkit.errors import DsatkitError
+from dsatkit.errors import DsatkitError, first_line
 from dsatkit.progress import results
 
 
@@ -24,8 +24,7 @@ def run_query(store_dir: Path, query: str) -> pl.DataFrame:
     try:
         return con.sql(query).pl()
     except duckdb.Error as e:
-        first = str(e).strip().splitlines()[0]
-        raise QueryError(f"query failed: {first}") from None
+        raise QueryError(f"query failed: {first_line(e)}") from None
     finally:
         con.close()
 

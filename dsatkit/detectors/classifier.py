@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from dsatkit.errors import ConfigError, InputError
+from dsatkit.errors import ConfigError, InputError, first_line
 from dsatkit.taxonomy import POLARITY
 
 NEUTRAL = "neutral"
@@ -77,7 +77,7 @@ def read_labels(path: str | Path) -> pl.DataFrame:
                 f"{p}: unsupported labels file type {p.suffix!r}", "use .parquet, .jsonl, .json or .csv"
             )
     except (pl.exceptions.PolarsError, OSError) as e:
-        raise InputError(f"{p}: cannot read labels: {str(e).splitlines()[0]}") from None
+        raise InputError(f"{p}: cannot read labels: {first_line(e)}") from None
     text_col = next((c for c in ("text", "feedback") if c in df.columns), None)
     if text_col is None or not ({"category", "label"} & set(df.columns)):
         raise InputError(

@@ -39,7 +39,7 @@ from dsatkit.detectors.classifier import (
     default_refusals,
     fit,
 )
-from dsatkit.errors import ConfigError
+from dsatkit.errors import ConfigError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.progress import progress
 from dsatkit.schema import DETECTIONS, conform
@@ -94,7 +94,7 @@ def load_model(name: str, device: str | None = None):
         return SentenceTransformer(path, device=resolve_device(device))
     except (OSError, ValueError) as e:
         raise ConfigError(
-            f"cannot load embedding model {name!r}: {str(e).splitlines()[0]}",
+            f"cannot load embedding model {name!r}: {first_line(e)}",
             "set embedding.model to a sentence-transformers name or a local model directory",
         ) from None
 

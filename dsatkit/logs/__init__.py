@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from dsatkit.config import ReadConfig
-from dsatkit.errors import InputError
+from dsatkit.errors import InputError, first_line
 from dsatkit.logs import files
 from dsatkit.logs.formats import FORMATS, Plan, json_frames, json_keys_sample, plan_for, table_frames
 from dsatkit.logs.normalise import SeenIds, flat_to_cm, split_carry, to_turns
@@ -72,7 +72,7 @@ def read_logs(paths: Sequence[str | Path], config: ReadConfig) -> Iterator[LogBa
 
 
 def _short(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return first_line(e)[:200]
 
 
 def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, seen: SeenIds) -> Iterator[LogBatch]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from dsatkit.errors import ConfigError, TrainError
+from dsatkit.errors import ConfigError, TrainError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.schema import PAIRS, conform
 from dsatkit.store import DB_NAME
@@ -51,10 +51,9 @@ def load_pairs(path: str | Path, where: str | None = None) -> pl.DataFrame:
         try:
             frame = con.sql(sql, params=params or None).pl()
         except duckdb.Error as e:
-            first = str(e).strip().splitlines()[0]
-            raise ConfigError(f"data.where: {first}", hint=f"columns: {', '.join(cols)}") from None
+            raise ConfigError(f"data.where: {first_line(e)}", hint=f"columns: {', '.join(cols)}") from None
     except duckdb.Error as e:
-        raise TrainError(f"data.path {path}: {str(e).strip().splitlines()[0]}") from None
+        raise TrainError(f"data.path {path}: {first_line(e)}") from None
     finally:
         con.close()
     return conform(frame, PAIRS)

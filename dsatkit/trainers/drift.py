@@ -29,7 +29,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, Field
 
-from dsatkit.errors import TrainError
+from dsatkit.errors import TrainError, first_line
 from dsatkit.progress import console
 from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
 from dsatkit.trainers.data import load_pairs, split_test
@@ -270,7 +270,7 @@ class DriftRun:
         try:
             trainer = DPOTrainer(model=start, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
         except (OSError, ValueError) as e:
-            raise TrainError(f"cannot start DPO from {start}: {str(e).strip().splitlines()[0]}") from None
+            raise TrainError(f"cannot start DPO from {start}: {first_line(e)}") from None
         result = trainer.train()
         model_dir = rdir / "model"
         if peft_config is not None:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dsatkit.config import read_yaml, set_dotted, validate
-from dsatkit.errors import ConfigError
+from dsatkit.errors import ConfigError, first_line
 
 DEFAULT_INSTRUCTION = (
     "The user was not satisfied with your previous response. Write an improved response to the "
@@ -175,7 +175,7 @@ class Recipe(_Strict):
         try:
             return DPOConfig(output_dir=str(output_dir), **kw)
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"dpo: {str(e).strip().splitlines()[0]}", hint="fix the recipe's dpo: section") from None
+            raise ConfigError(f"dpo: {first_line(e)}", hint="fix the recipe's dpo: section") from None
 
 
 _translated_once: set[str] = set()

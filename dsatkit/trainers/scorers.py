@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from dsatkit.errors import ConfigError, EndpointError
+from dsatkit.errors import ConfigError, EndpointError, first_line
 from dsatkit.trainers.recipe import JudgeScorerSpec, ScorerSpec
 
 RATING_PROMPT = (
@@ -87,7 +87,7 @@ class RewardModelScorer:
             self.tok = AutoTokenizer.from_pretrained(path)
             self.model = AutoModelForSequenceClassification.from_pretrained(path)
         except OSError as e:
-            raise ConfigError(f"scorer.reward_model {path}: {str(e).splitlines()[0]}") from None
+            raise ConfigError(f"scorer.reward_model {path}: {first_line(e)}") from None
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
         if self.tok.pad_token is None:
