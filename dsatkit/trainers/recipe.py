@@ -214,9 +214,8 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
             set_dotted(data, dotted, value)
     try:
         recipe = validate(Recipe, data, source=f"recipe {path}")
-    except ConfigError as e:
-        msg = str(e).replace("Value error, ", "")
-        raise ConfigError(msg, hint="see docs/training.md for the recipe keys; recipes/tiny-cpu.yaml is an example") from None
+    except ConfigError as e:  # validate() already strips pydantic's "Value error, " prefix
+        raise ConfigError(str(e), hint="see docs/training.md for the recipe keys; recipes/tiny-cpu.yaml is an example") from None
     with tempfile.TemporaryDirectory() as tmp:
         recipe.dpo_config(Path(tmp))  # DPOConfig's own checks, before any model is loaded
     if recipe.chat_template and Path(recipe.chat_template).suffix in {".jinja", ".j2", ".txt"}:
