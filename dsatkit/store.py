@@ -304,6 +304,8 @@ def connect(store_dir: str | Path) -> duckdb.DuckDBPyConnection:
     files = sorted(d.glob("*.duckdb"), key=lambda p: (p.name != DB_NAME, p.name))
     if not files:
         raise StoreError(f"{d} holds no .duckdb file")
+    if all(f.name == CACHE_NAME for f in files):  # a run that failed before its first commit
+        raise StoreError(f"{d} holds no store yet (only the detectors' {CACHE_NAME})")
     con = duckdb.connect(":memory:")
     seen = set()
     for f in files:

@@ -233,6 +233,25 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     assert all(r.startswith("unreadable file: ") for r in quarantine["reason"])
 
 
+def test_empty_files_are_recorded_not_dropped(tmp_path):
+    empty = {
+        "zero.jsonl": b"",
+        "blank.jsonl": b"\n  \n\r\n",
+        "none.json": b"[]",
+        "zero.jsonl.gz": gzip.compress(b""),
+    }
+    for name, data in empty.items():
+        (tmp_path / name).write_bytes(data)
+    no_rows = tmp_path / "no-rows.parquet"  # a valid file: a schema, no row
+    pl.read_parquet(LOGS / "openai.parquet").clear().write_parquet(no_rows)
+    paths = [*(tmp_path / n for n in empty), no_rows, LOGS / "openai.jsonl"]
+    turns, quarantine, batches = read(paths)
+    assert turns["conversation_id"].n_unique() == 3  # the good file is read as usual
+    assert sorted(quarantine["source_file"]) == sorted(str(p) for p in paths[:-1])
+    assert set(quarantine["reason"]) == {"empty file"} and set(quarantine["row_number"]) == {-1}
+    assert {b.source_file for b in batches} == {str(p) for p in paths}  # every file is seen
+
+
 @pytest.mark.parametrize("name", ["turns.parquet", "turns.jsonl", "openai.parquet", "wildchat.json"])
 @pytest.mark.parametrize("batch_rows", [1, 2, 4])
 def test_batches_never_split_a_conversation(name, batch_rows):

@@ -251,3 +251,12 @@ def test_sql_bad_query_is_one_line(logs: Path, tmp_path: Path):
     mine([logs], out, LEXICAL)
     r = run_cli("sql", str(out), "select nope from dsat")
     assert r.returncode == 2 and r.stderr.startswith("error: query failed") and "Traceback" not in r.stderr
+
+
+def test_sql_on_a_dir_without_a_store_says_so(tmp_path: Path):
+    """A run that failed before its first commit leaves only the detectors' cache behind."""
+    import duckdb
+
+    duckdb.connect(str(tmp_path / "cache.duckdb")).execute("create table embeddings (k varchar)").close()
+    r = run_cli("sql", str(tmp_path), "select * from quarantine")
+    assert r.returncode == 2 and "holds no store yet" in r.stderr and "Traceback" not in r.stderr

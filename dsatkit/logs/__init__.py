@@ -17,13 +17,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dsatkit.config import ReadConfig
 from dsatkit.errors import InputError, first_line
 from dsatkit.logs import files
 from dsatkit.logs.formats import FORMATS, Plan, json_frames, json_keys_sample, plan_for, table_frames
 from dsatkit.logs.normalise import SeenIds, flat_to_cm, split_carry, to_turns
-from dsatkit.logs.quarantine import unreadable
+from dsatkit.logs.quarantine import EMPTY_FILE, UNREADABLE, whole_file
 from dsatkit.schema import TURNS
 
 __all__ = ["FORMATS", "LogBatch", "read_logs"]
@@ -40,7 +41,7 @@ class LogBatch:
     turns: pl.DataFrame  # exactly dsatkit.schema.TURNS
     quarantine: pl.DataFrame  # exactly dsatkit.schema.QUARANTINE
     source_file: str
-    format: str  # openai | sharegpt | wildchat | lmsys | turns
+    format: str  # openai | sharegpt | wildchat | lmsys | turns; unknown (unreadable) | empty (no rows)
     rows_read: int  # input rows/lines consumed by this batch (good + bad)
 
 
@@ -59,14 +60,19 @@ def read_logs(paths: Sequence[str | Path], config: ReadConfig) -> Iterator[LogBa
         con.sql("SET TimeZone = 'UTC'")
         for path in todo:
             try:
-                yield from _read_file(path, config, con, seen)
+                empty = True
+                for batch in _read_file(path, config, con, seen):
+                    empty = empty and not batch.rows_read
+                    yield batch
+                if empty:  # no row to keep or reject: one quarantine row says the file was seen
+                    yield LogBatch(pl.DataFrame(schema=TURNS), whole_file(path, EMPTY_FILE), path, "empty", 0)
             except (InputError, *_READ_ERRORS) as e:
                 if not config.skip_bad_files:
                     if isinstance(e, InputError):
                         raise
                     raise InputError(f"{path}: unreadable ({_short(e)})") from e
                 why = str(e).removeprefix(f"{path}: ") if isinstance(e, InputError) else _short(e)
-                yield LogBatch(pl.DataFrame(schema=TURNS), unreadable(path, why), path, "unknown", 0)
+                yield LogBatch(pl.DataFrame(schema=TURNS), whole_file(path, f"{UNREADABLE}: {why}"), path, "unknown", 0)
     finally:
         con.close()
 
@@ -96,8 +102,10 @@ def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, se
     chunks = files.iter_jsonl(path, config.batch_rows) if binary else files.iter_json_array(
         path, config.batch_rows)
     first = next(chunks, None)
+    while first is not None and binary and _blank(first):  # lines of only spaces: nothing to read or reject
+        first = next(chunks, None)
     if first is None:
-        return  # an empty file holds nothing to read or reject
+        return  # read_logs records the empty file
     con.register("_chunk", first)
     try:
         keys = json_keys_sample(con, "_chunk", binary)
@@ -115,6 +123,11 @@ def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, se
             yield out
 
     yield from _batches(parsed(), plan, path, config, seen)
+
+
+def _blank(chunk: pl.DataFrame) -> bool:
+    """Whether a chunk of JSON lines holds nothing but whitespace (bytes: a line may not be UTF-8)."""
+    return not pc.any(pc.match_substring_regex(chunk["_bytes"].to_arrow(), r"[^ \t\r\n\f\v]")).as_py()
 
 
 def _with_last(items: Iterator) -> Iterator[tuple]:

@@ -25,6 +25,7 @@ DUPLICATE = "duplicate conversation_id"
 NO_ID = "missing conversation_id"
 IN_BAD_CONVERSATION = "in a quarantined conversation"
 UNREADABLE = "unreadable file"
+EMPTY_FILE = "empty file"
 
 REASONS = (BAD_UTF8, BAD_JSON, NOT_OBJECT, NO_MESSAGES, MALFORMED_MESSAGE, UNKNOWN_ROLE, NON_TEXT, TOO_LONG,
            DUPLICATE, NO_ID, IN_BAD_CONVERSATION)
@@ -57,9 +58,8 @@ def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> 
     )
 
 
-def unreadable(source_file: str, why: str) -> pl.DataFrame:
-    """The one quarantine row that stands for a whole file that could not be read."""
+def whole_file(source_file: str, reason: str) -> pl.DataFrame:
+    """The one quarantine row (row_number -1) that stands for a whole file: unreadable, or empty."""
     return conform(
-        pl.DataFrame({"source_file": [source_file], "row_number": [-1], "reason": [f"{UNREADABLE}: {why}"]}),
-        QUARANTINE,
+        pl.DataFrame({"source_file": [source_file], "row_number": [-1], "reason": [reason]}), QUARANTINE
     )
