@@ -194,9 +194,6 @@ class RunWriter:
         # written blocks stream to the file; DuckDB would otherwise keep caching them up to 80% of
         # RAM, and peak memory would grow with the input instead of the batch
         self.con.execute(f"set memory_limit = '{WRITER_MEMORY}'")
-        # blocks come from one region allocated once and reused: allocated afresh, every block written
-        # page-faults its memory in again (measured: 2.5 s less system time at 1M conversations)
-        self.con.execute(f"set block_allocator_memory = '{WRITER_MEMORY}'")
         # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
         self._exports: dict[str, pq.ParquetWriter] = {}
         self._export_of = {table: name for name, table in EXPORTS.items()}
