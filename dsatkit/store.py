@@ -194,6 +194,9 @@ class RunWriter:
         # written blocks stream to the file; DuckDB would otherwise keep caching them up to 80% of
         # RAM, and peak memory would grow with the input instead of the batch
         self.con.execute(f"set memory_limit = '{WRITER_MEMORY}'")
+        # a run only appends: row groups never need vacuuming, and merging the small ones of small
+        # tables at every checkpoint rewrites them again and again
+        self.con.execute("set max_vacuum_tasks = 0")
         # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
         self._exports: dict[str, pq.ParquetWriter] = {}
         self._export_of = {table: name for name, table in EXPORTS.items()}
