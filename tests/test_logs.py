@@ -233,6 +233,26 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     assert all(r.startswith("unreadable file: ") for r in quarantine["reason"])
 
 
+def test_row_groups_larger_than_a_batch_are_streamed(tmp_path):
+    """A row group far larger than a batch is streamed (not sliced, which re-decodes it per batch),
+    with the same turns, quarantine and row numbers as a read in one batch."""
+    from dsatkit.logs import files
+
+    frame = pl.concat([pl.read_parquet(LOGS / "openai.parquet")] * 40).with_columns(
+        id=pl.concat_str(pl.col("id"), pl.int_range(pl.len()).cast(pl.String), separator="-")
+    )
+    frame = frame.with_columns(messages=pl.when(pl.int_range(pl.len()) == 57).then(None).otherwise("messages"))
+    path = tmp_path / "one-group.parquet"
+    frame.write_parquet(path, row_group_size=len(frame))  # 120 rows in a single row group
+    sizes = [b.height for b in files.iter_parquet(str(path), 7)]
+    assert sizes == [7] * 17 + [1]
+    whole_turns, whole_q, _ = read([path], batch_rows=1000)
+    turns, quarantine, batches = read([path], batch_rows=7)
+    assert len(batches) == 18
+    assert turns.equals(whole_turns) and quarantine.equals(whole_q)
+    assert quarantine["row_number"].to_list() == [57] and turns["conversation_id"].n_unique() == 119
+
+
 def test_empty_files_are_recorded_not_dropped(tmp_path):
     empty = {
         "zero.jsonl": b"",
