@@ -197,6 +197,9 @@ class RunWriter:
         # a run only appends: row groups never need vacuuming, and merging the small ones of small
         # tables at every checkpoint rewrites them again and again
         self.con.execute("set max_vacuum_tasks = 0")
+        # blocks come from one region allocated once and reused: allocated afresh, every block written
+        # page-faults its memory in again (measured: ~1.5 s less system time at 1M conversations)
+        self.con.execute(f"set block_allocator_memory = '{WRITER_MEMORY}'")
         # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
         self._exports: dict[str, pq.ParquetWriter] = {}
         self._export_of = {table: name for name, table in EXPORTS.items()}
