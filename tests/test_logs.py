@@ -253,6 +253,15 @@ def test_row_groups_larger_than_a_batch_are_streamed(tmp_path):
     assert quarantine["row_number"].to_list() == [57] and turns["conversation_id"].n_unique() == 119
 
 
+@pytest.mark.parametrize("name", ["openai", "sharegpt", "wildchat", "lmsys", "turns"])
+def test_streamed_and_sliced_parquet_read_the_same(name):
+    """batch_rows=1 streams each fixture's row group with pyarrow; 1000 slices it with Polars."""
+    streamed, q1, _ = read([LOGS / f"{name}.parquet"], batch_rows=1)
+    sliced, q2, _ = read([LOGS / f"{name}.parquet"], batch_rows=1000)
+    key = ["conversation_id", "turn_index"]
+    assert streamed.height == 10 and streamed.sort(key).equals(sliced.sort(key)) and q1.equals(q2)
+
+
 def test_empty_files_are_recorded_not_dropped(tmp_path):
     empty = {
         "zero.jsonl": b"",
