@@ -29,7 +29,9 @@ def mine_command(
     skip_bad_files: Annotated[
         bool | None, typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
     ] = None,
-    batch_rows: Annotated[int | None, typer.Option(help="conversations (flat tables: rows) per batch; memory grows with it")] = None,
+    batch_rows: Annotated[
+        int | None, typer.Option(help="conversations (flat tables: rows) per batch; memory grows with it")
+    ] = None,
     embedding_model: EmbeddingModelOpt = None,
     detector_dir: DetectorDirOpt = None,
     judge_model: Annotated[str | None, typer.Option(help="model name at the judge endpoint")] = None,
