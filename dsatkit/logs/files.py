@@ -87,7 +87,7 @@ def iter_parquet(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
     held ~900 MB of a 1 GB file while the first batch was mined). pyarrow remains the fallback for
     files whose types Polars cannot read, and for row groups much larger than a batch.
     """
-    meta = pq.ParquetFile(path).metadata
+    meta = pq.read_metadata(path)
     if max((meta.row_group(i).num_rows for i in range(meta.num_row_groups)), default=0) > 2 * batch_rows:
         # Polars decodes a row group whole for any slice of it: slicing a big row group batch by
         # batch decodes it again for every batch (measured: 400k rows in one group, 50k batches,
