@@ -302,3 +302,44 @@ def test_flat_table_without_turn_column_keeps_file_order(tmp_path):
     assert batches[0].format == "turns"
     assert turns["content"].to_list() == ["first", "second", "third"]
     assert turns["turn_index"].to_list() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "jsonl"])
+def test_flat_table_with_interleaved_conversations(tmp_path, suffix):
+    """A log ordered by time: conversations overlap (turn t of conversation c at time 8c + 5t), one
+    row is bad. Read in batches of 20 rows, every conversation stays whole, as in a read in one batch.
+    Rows of one conversation further apart than half a batch are the documented limit."""
+    rows = sorted(
+        ({"conversation_id": f"c{c}", "turn_index": t, "role": ("user", "assistant")[t % 2], "content": f"c{c} t{t}"}
+         for c in range(12) for t in range(6)),
+        key=lambda r: 8 * int(r["conversation_id"][1:]) + 5 * r["turn_index"],
+    )
+    bad = next(i for i, r in enumerate(rows) if r["conversation_id"] == "c3" and r["turn_index"] == 4)
+    rows[bad] = {**rows[bad], "role": "wizard"}  # an unknown role rejects its conversation
+    path = make_logs.write(rows, tmp_path / f"interleaved.{suffix}")
+    whole, whole_q, _ = read([path], batch_rows=1000)
+    turns, quarantine, batches = read([path], batch_rows=20)
+    assert len(batches) > 2 and sum(b.rows_read for b in batches) == len(rows)
+    key = ["conversation_id", "turn_index"]
+    assert turns.sort(key).equals(whole.sort(key))
+    assert quarantine.sort("row_number").equals(whole_q.sort("row_number"))
+    assert turns["conversation_id"].n_unique() == 11 and "c3" not in set(turns["conversation_id"])
+    assert whole_q.height == 6 and "duplicate conversation_id" not in set(whole_q["reason"])
+    owners = [set(b.turns["conversation_id"]) for b in batches]
+    assert sum(len(ids) for ids in owners) == len(set().union(*owners))  # no conversation in two batches
+
+    _, split, _ = read([path], batch_rows=4)  # 2 rows of look-back cannot hold these conversations
+    assert "duplicate conversation_id" in set(split["reason"])
+
+
+def test_flat_table_carry_is_bounded(tmp_path):
+    """Conversations that stay open all along the file (a strict round robin of 12) are not carried
+    without bound: at most a batch of rows besides the latest conversation; the oldest are emitted,
+    and their later rows quarantined as duplicates."""
+    rows = [{"conversation_id": f"c{c}", "turn_index": t, "role": ("user", "assistant")[t % 2], "content": "x"}
+            for t in range(20) for c in range(12)]
+    path = make_logs.write(rows, tmp_path / "round-robin.parquet")
+    turns, quarantine, batches = read([path], batch_rows=16)
+    assert len(batches) > 5 and max(b.rows_read for b in batches) <= 16 + 16 + 20
+    assert turns.height + quarantine.height == len(rows)
+    assert set(quarantine["reason"]) == {"duplicate conversation_id", "in a quarantined conversation"}

@@ -154,7 +154,7 @@ def _batches(
     config: ReadConfig,
     seen: SeenIds,
 ) -> Iterator[LogBatch]:
-    """Validate each front-end batch; flat tables carry their last conversation into the next batch."""
+    """Validate each front-end batch; flat tables carry the conversations that may continue into the next one."""
 
     def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
         turns, quarantine = to_turns(c, m, raw, path, config.max_message_chars, seen)
@@ -167,17 +167,18 @@ def _batches(
         return
     carry_r: pl.DataFrame | None = None
     carry_raw: pl.DataFrame | None = None
+    gap, window = 1, max(1, config.batch_rows // 2)
     for (r, _, raw), last in _with_last(frames):
         if carry_r is not None and carry_r.height:
             r = pl.concat([carry_r, r], how="vertical_relaxed")
             raw = pl.concat([carry_raw, raw], how="vertical_relaxed")  # type: ignore[list-item]
-        now, carry_r = (r, r.clear()) if last else split_carry(r)
-        if now.height:
-            cut = carry_r["_row"].min() if carry_r.height else None
-            carry_raw = raw.filter(pl.col("_row") >= cut) if cut is not None else raw.clear()
-            raw_now = raw.filter(pl.col("_row") < cut) if cut is not None else raw
-            yield emit(*flat_to_cm(now), raw_now, now.height)
+        if last:
+            now, carry_r = r, r.clear()
         else:
-            carry_raw = raw
+            now, carry_r, gap = split_carry(r, gap, window, config.batch_rows)
+        carried = raw["_row"].is_in(carry_r["_row"].implode())
+        carry_raw, raw_now = raw.filter(carried), raw.filter(~carried)
+        if now.height:
+            yield emit(*flat_to_cm(now), raw_now, now.height)
     if carry_r is not None and carry_r.height:
         yield emit(*flat_to_cm(carry_r), carry_raw, carry_r.height)  # type: ignore[arg-type]

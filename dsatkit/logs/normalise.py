@@ -1,8 +1,9 @@
 """Conversations (C) and messages (M) of a batch -> canonical TURNS plus QUARANTINE, all vectorised.
 
 See `formats.py` for what C and M hold. Flat turn tables arrive as one row per message (R) and are
-grouped here first; `split_carry` keeps the conversation at the end of a batch for the next one, so
-no conversation is split across batches when its rows are contiguous in the file.
+grouped here first; `split_carry` keeps the conversations that may still continue at the end of a batch
+for the next one, so that a conversation is not split across batches when its rows are contiguous in
+the file, or interleaved with other conversations' rows within half a batch.
 """
 
 from __future__ import annotations
@@ -42,16 +43,29 @@ class SeenIds:
         self._h = np.insert(self._h, np.searchsorted(self._h, new), new)
 
 
-def split_carry(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(rows to emit now, rows to carry): the trailing run of the last conversation is carried."""
+def split_carry(r: pl.DataFrame, gap: int, window: int, limit: int) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(rows to emit now, rows to carry into the next batch, the widest gap seen so far).
+
+    `r` is in file order. A conversation is carried while it may still continue: when one of its rows
+    lies within the last `gap` rows, `gap` being the widest distance seen so far between two rows of
+    one conversation (1 in a file whose conversations are contiguous), capped at `window`. At most
+    `limit` rows are carried (the most recent conversations first, and always the last one).
+    """
     ok = pl.col("_bad").is_null() & pl.col("conversation_id").is_not_null()
-    ids = r.filter(ok)["conversation_id"]
-    if ids.is_empty():
-        return r, r.clear()
-    last = ids[-1]
-    others = r.filter(ok & (pl.col("conversation_id") != last))["_row"]
-    cut = (others.max() + 1) if len(others) else r["_row"].min()  # type: ignore[operator]
-    return r.filter(pl.col("_row") < cut), r.filter(pl.col("_row") >= cut)
+    good = r.filter(ok).select("conversation_id", "_row")
+    if good.is_empty():
+        return r, r.clear(), gap
+    widest = good.select(pl.col("_row").diff().over("conversation_id").max()).item()
+    gap = min(max(gap, widest or 1), window)
+    recent = (
+        good.group_by("conversation_id")
+        .agg(last=pl.col("_row").max(), rows=pl.len())
+        .filter(pl.col("last") > good["_row"].max() - gap)
+        .sort("last", descending=True)
+    )
+    open_ids = recent.filter((pl.col("rows").cum_sum() <= limit) | (pl.int_range(pl.len()) == 0))["conversation_id"]
+    carry = ok & pl.col("conversation_id").is_in(open_ids.implode())
+    return r.filter(~carry.fill_null(False)), r.filter(carry), gap
 
 
 def flat_to_cm(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
