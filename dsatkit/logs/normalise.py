@@ -55,14 +55,13 @@ def split_carry(r: pl.DataFrame, gap: int, window: int, limit: int) -> tuple[pl.
     good = r.filter(ok).select("conversation_id", "_row")
     if good.is_empty():
         return r, r.clear(), gap
-    widest = good.select(pl.col("_row").diff().over("conversation_id").max()).item()
-    gap = min(max(gap, widest or 1), window)
-    recent = (
-        good.group_by("conversation_id")
-        .agg(last=pl.col("_row").max(), rows=pl.len())
-        .filter(pl.col("last") > good["_row"].max() - gap)
-        .sort("last", descending=True)
-    )
+    cid, row = pl.col("conversation_id"), pl.col("_row")
+    convs = good.group_by(cid).agg(first=row.min(), last=row.max(), rows=pl.len())
+    widest = 1
+    if convs.select((pl.col("last") - pl.col("first") >= pl.col("rows")).any()).item():  # not contiguous
+        widest = good.sort(cid, row).select(pl.when(cid == cid.shift()).then(row.diff()).max()).item()
+    gap = min(max(gap, widest), window)
+    recent = convs.filter(pl.col("last") > good["_row"].max() - gap).sort("last", descending=True)
     open_ids = recent.filter((pl.col("rows").cum_sum() <= limit) | (pl.int_range(pl.len()) == 0))["conversation_id"]
     carry = ok & pl.col("conversation_id").is_in(open_ids.implode())
     return r.filter(~carry.fill_null(False)), r.filter(carry), gap
