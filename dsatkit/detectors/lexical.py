@@ -206,8 +206,9 @@ class LexicalDetector:
         fired = [h.is_not_null() for h in hits]
         weights = [pl.when(f).then(pl.lit(w)) for f, w in zip(fired, groups["weight"], strict=True)]
         cats = [pl.when(f).then(pl.lit(c)) for f, c in zip(fired, groups["category"], strict=True)]
-        # groups are sorted strongest first, so the first non-null category/text is the strongest cue
-        return pl.max_horizontal(weights), pl.coalesce(cats), pl.coalesce(hits)
+        # groups are sorted strongest first, so the first non-null weight/category/text is the
+        # strongest cue (coalesce stops at it; a max over all of them costs ~30% more)
+        return pl.coalesce(weights), pl.coalesce(cats), pl.coalesce(hits)
 
     def _score_texts(self, texts: pl.DataFrame) -> pl.DataFrame:
         """Cue evidence for distinct normalised feedback texts (column `_text`)."""
