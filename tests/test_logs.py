@@ -317,14 +317,17 @@ def test_flat_table_with_interleaved_conversations(tmp_path, suffix):
     bad = next(i for i, r in enumerate(rows) if r["conversation_id"] == "c3" and r["turn_index"] == 4)
     rows[bad] = {**rows[bad], "role": "wizard"}  # an unknown role rejects its conversation
     path = make_logs.write(rows, tmp_path / f"interleaved.{suffix}")
+    if suffix == "jsonl":  # and a line that is not JSON, among the rows of open conversations
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(lines[:30]) + "{not json\n" + "".join(lines[30:]))
     whole, whole_q, _ = read([path], batch_rows=1000)
     turns, quarantine, batches = read([path], batch_rows=20)
-    assert len(batches) > 2 and sum(b.rows_read for b in batches) == len(rows)
+    assert len(batches) > 2 and sum(b.rows_read for b in batches) == len(rows) + (suffix == "jsonl")
     key = ["conversation_id", "turn_index"]
     assert turns.sort(key).equals(whole.sort(key))
     assert quarantine.sort("row_number").equals(whole_q.sort("row_number"))
     assert turns["conversation_id"].n_unique() == 11 and "c3" not in set(turns["conversation_id"])
-    assert whole_q.height == 6 and "duplicate conversation_id" not in set(whole_q["reason"])
+    assert whole_q.height == 6 + (suffix == "jsonl") and "duplicate conversation_id" not in set(whole_q["reason"])
     owners = [set(b.turns["conversation_id"]) for b in batches]
     assert sum(len(ids) for ids in owners) == len(set().union(*owners))  # no conversation in two batches
 
