@@ -3,18 +3,23 @@
     python bench/mine_throughput.py 1000000            # one size
     python bench/mine_throughput.py 100000 1000000     # several sizes, each in fresh processes
     python bench/mine_throughput.py 1000000 --repeat 5 # the median of 5 runs (default 3)
+    python bench/mine_throughput.py 1000000 --input jsonl   # the same logs as JSON lines
+    python bench/mine_throughput.py 1000000 --input turns   # ... as a flat turn table (parquet)
 
 For each N: generate N synthetic conversations (~5 turns, realistic lengths) as OpenAI-messages
 parquet, time a bare DuckDB scan that reads every content string, then the whole `mine` run in a
 child process (so peak RSS is the run's own), `--repeat` times (wall times on a shared 2-core VM
 vary by +-10%), and print the median run's conversations/s, the highest peak RSS and the ratio.
 Targets (2 cores): >= 50,000 conversations/s at N = 1,000,000; peak RSS growing < 1.5x when N grows
-10x; wall time within 10x of the bare scan.
+10x; wall time within 10x of the bare scan. The targets are for the default input (OpenAI-messages
+parquet); `--input jsonl|turns` writes the same conversations in another shape, and the bare scan
+reads that file's contents the same way (DuckDB's JSON reader for JSON lines).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -104,11 +109,40 @@ def generate(n: int, path: Path, seed: int = 0, chunk: int = 100_000) -> None:
     writer.close()
 
 
-def bare_scan(path: Path) -> float:
+def convert(source: Path, path: Path, shape: str) -> None:
+    """Rewrite the OpenAI-messages parquet `source` as JSON lines or as a flat turn table, by row group."""
+    pf = pq.ParquetFile(source)
+    with open(path, "wb") if shape == "jsonl" else contextlib.nullcontext() as out:
+        writer = None
+        for i in range(pf.num_row_groups):
+            frame = pl.from_arrow(pf.read_row_group(i))
+            assert isinstance(frame, pl.DataFrame)
+            if shape == "jsonl":
+                frame.write_ndjson(out)
+                continue
+            flat = frame.explode("messages").select(
+                conversation_id="id", turn_index=pl.int_range(pl.len()).over("id"), model="model",
+                role=pl.col("messages").struct.field("role"), content=pl.col("messages").struct.field("content"),
+            ).to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(path, flat.schema, compression="zstd")
+            writer.write_table(flat, row_group_size=250_000)  # the same conversations per group
+        if writer is not None:
+            writer.close()
+
+
+SCANS = {
+    "parquet": "select sum(length(m.content)) from (select unnest(messages) m from read_parquet('{}'))",
+    "turns": "select sum(length(content)) from read_parquet('{}')",
+    "jsonl": "select sum(length(m.content)) from (select unnest(messages) m from read_json('{}', "
+    "format = 'newline_delimited'))",
+}
+"""The bare scan of each input shape: read every content string, nothing else."""
+
+
+def bare_scan(path: Path, shape: str) -> float:
     t0 = time.perf_counter()
-    duckdb.sql(
-        f"select sum(length(m.content)) from (select unnest(messages) m from read_parquet('{path}'))"
-    ).fetchall()
+    duckdb.sql(SCANS[shape].format(path)).fetchall()
     return time.perf_counter() - t0
 
 
@@ -126,10 +160,10 @@ print(json.dumps({"wall": wall, "rss_mb": hwm / 1024, "conversations": r.summary
 """
 
 
-def run(n: int, work: Path, repeat: int) -> dict:
+def run(n: int, work: Path, repeat: int, shape: str) -> dict:
     """Scan once (best of 2), then mine `repeat` times into fresh directories; the median run counts."""
-    path = work / f"logs-{n}.parquet"
-    scan = min(bare_scan(path) for _ in range(2))
+    path = work / _name(n, shape)
+    scan = min(bare_scan(path, shape) for _ in range(2))
     runs = []
     for i in range(repeat):
         os.sync()  # nothing left over from the previous run is flushed during this one
@@ -144,12 +178,19 @@ def run(n: int, work: Path, repeat: int) -> dict:
     return res
 
 
-def main(sizes: list[int], repeat: int) -> None:
+def _name(n: int, shape: str) -> str:
+    return f"logs-{n}." + {"parquet": "parquet", "turns": "turns.parquet", "jsonl": "jsonl"}[shape]
+
+
+def main(sizes: list[int], repeat: int, shape: str) -> None:
     with tempfile.TemporaryDirectory(prefix="dsatkit-bench-") as tmp:
         # every input is generated and on disk before anything is timed
         for n in sizes:
-            generate(n, Path(tmp) / f"logs-{n}.parquet")
-        results = [run(n, Path(tmp), repeat) for n in sizes]
+            generate(n, Path(tmp) / _name(n, "parquet"))
+            if shape != "parquet":
+                convert(Path(tmp) / _name(n, "parquet"), Path(tmp) / _name(n, shape), shape)
+                (Path(tmp) / _name(n, "parquet")).unlink()
+        results = [run(n, Path(tmp), repeat, shape) for n in sizes]
     for r in results:
         spread = ", ".join(f"{w:.1f}" for w in r["walls"])
         print(f"N={r['n']:>9,}  mine {r['wall']:7.2f} s (median of {spread})  {r['conv_per_s']:>9,.0f} conv/s  "
@@ -165,5 +206,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sizes", type=int, nargs="*", default=[100_000, 1_000_000])
     parser.add_argument("--repeat", type=int, default=3, help="mine runs per size; the median counts")
+    parser.add_argument("--input", choices=sorted(SCANS), default="parquet",
+                        help="parquet: OpenAI messages (the targets' input); jsonl: the same as JSON lines; "
+                             "turns: a flat turn table (parquet)")
     args = parser.parse_args()
-    main(args.sizes, args.repeat)
+    main(args.sizes, args.repeat, args.input)
