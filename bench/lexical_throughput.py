@@ -35,8 +35,7 @@ def main(n: int = 2_000_000, fresh: float = 0.4) -> None:
     both rates are printed.
     """
     rng = np.random.default_rng(0)
-    words = np.array("how what why can you the a to of in my is it write make code list data error "
-                     "python email story explain table date help file name page user list api".split())
+    words = np.array(["how", "what", "why", "can", "you", "the", "a", "to", "of", "in", "my", "is", "it", "write", "make", "code", "list", "data", "error", "python", "email", "story", "explain", "table", "date", "help", "file", "name", "page", "user", "list", "api"])
     n_fresh = int(n * fresh)
     lens = rng.integers(3, 25, n_fresh)
     fresh_texts = (

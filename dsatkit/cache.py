@@ -40,7 +40,7 @@ class Cache:
     # embeddings ---------------------------------------------------------------------------------
     def get_embeddings(self, model: str, hashes: pl.Series) -> pl.DataFrame:
         """Cached rows (text_hash, embedding) for the hashes that are present."""
-        wanted = pl.DataFrame({"text_hash": hashes.unique()})
+        wanted = pl.DataFrame({"text_hash": hashes.unique()})  # noqa: F841 (read by DuckDB)
         with self._lock:
             return self.con.sql(
                 "select c.text_hash, c.embedding from embedding_cache c "
@@ -49,7 +49,7 @@ class Cache:
             ).pl()
 
     def put_embeddings(self, model: str, hashes: pl.Series, embeddings: np.ndarray) -> None:
-        frame = pl.DataFrame(
+        frame = pl.DataFrame(  # noqa: F841 (read by DuckDB)
             {"model": pl.Series([model] * len(hashes), dtype=pl.String), "text_hash": hashes}
         ).with_columns(embedding=pl.Series(embeddings.astype(np.float32)).cast(pl.List(pl.Float32)))
         with self._lock:
@@ -58,7 +58,7 @@ class Cache:
     # judge answers ------------------------------------------------------------------------------
     def get_judge(self, keys: pl.Series) -> pl.DataFrame:
         """Cached judge rows for the keys that are present (successful answers and final failures)."""
-        wanted = pl.DataFrame({"key": keys.unique()})
+        wanted = pl.DataFrame({"key": keys.unique()})  # noqa: F841 (read by DuckDB)
         with self._lock:
             return self.con.sql(
                 "select c.* exclude (created_at) from judge_cache c join wanted w using (key)"

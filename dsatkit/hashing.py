@@ -8,7 +8,7 @@ import polars as pl
 
 def md5_hex(values: pl.Series) -> pl.Series:
     """md5 hex digest of each string (nulls hash as the empty string), stable across versions."""
-    frame = pl.DataFrame({"v": values.cast(pl.String).fill_null("")})
+    frame = pl.DataFrame({"v": values.cast(pl.String).fill_null("")})  # noqa: F841 (read by DuckDB)
     out = duckdb.sql("select md5(v) as h from frame").pl()["h"]
     return out.alias(values.name)
 

@@ -39,7 +39,7 @@ def dsat_and_pairs(
     is_seed = dsat["followup"].is_not_null() & (dsat["next_polarity"] == "sat").fill_null(False)
     if turns is not None:
         dsat = attach_context(dsat, turns).with_columns(dsat.select("score", "category", "detectors"))
-    base = dict(prompt=pl.col("context"), rejected=_assistant(pl.col("response")))
+    base = {"prompt": pl.col("context"), "rejected": _assistant(pl.col("response"))}
     dsat_pairs = dsat.with_columns(**base, chosen=pl.lit(None), origin=pl.lit("dsat"))
     seed_pairs = dsat.filter(is_seed).with_columns(
         **base, chosen=_assistant(pl.col("followup")), origin=pl.lit("seed")

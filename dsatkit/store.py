@@ -283,7 +283,7 @@ class RunWriter:
     def abort(self) -> None:
         try:
             self._close_lanes()
-        except BaseException:
+        except BaseException:  # noqa: BLE001, S110 (the run failed already: its error is the one to raise)
             pass
         try:
             for writer in self._exports.values():

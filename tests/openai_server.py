@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Self
 
 
 @dataclass
@@ -175,7 +175,7 @@ class OpenAIServer:
         self._thread.join(10)
         self._loop = None
 
-    def __enter__(self) -> OpenAIServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -222,7 +222,7 @@ class OpenAIServer:
     def _call_handler(self, req: Request) -> Reply | str | dict:
         try:
             return self.handler(req)
-        except Exception as e:  # a broken test handler should be visible, not hang the client
+        except Exception as e:  # noqa: BLE001 (a broken test handler should be visible, not hang the client)
             return error(500, f"handler raised {type(e).__name__}: {e}")
 
     @staticmethod

@@ -145,7 +145,7 @@ def test_run_killed_mid_write_leaves_previous_store_readable(logs: Path, tmp_pat
     before = mine([logs], out, LEXICAL).table("verdicts").sort("exchange_id")
     more = write_jsonl(tmp_path / "more.jsonl", [("extra", [("user", "hi"), ("assistant", "hello"),
                                                             ("user", "wrong")])])
-    proc = subprocess.run([sys.executable, "-c", _KILLER, str(more), str(out)], capture_output=True)
+    proc = subprocess.run([sys.executable, "-c", _KILLER, str(more), str(out)], capture_output=True, check=False)
     assert proc.returncode == -9
     assert list(out.glob(".*.tmp"))  # the half-written snapshot is there, beside the old store
     con = connect(out)
@@ -201,7 +201,7 @@ def test_connect_errors_are_one_line(tmp_path: Path):
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": "1"}
     return subprocess.run([sys.executable, "-m", "dsatkit", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env)
+                          env=env, check=False)
 
 
 def test_cli_mine_sql_stats(logs: Path, tmp_path: Path):

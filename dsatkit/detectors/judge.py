@@ -304,8 +304,8 @@ class JudgeDetector:
     def _row(self, key: str, answer: str, *, ok: bool, error: str | None, tokens: list[int]) -> dict:
         if not ok:
             answer = json.dumps({"raw": answer})  # the cache column is JSON
-        return dict(key=key, model=self.config.model, rubric_version=self.version, answer=answer, ok=ok,
-                    error=error, prompt_tokens=tokens[0], completion_tokens=tokens[1])
+        return {"key": key, "model": self.config.model, "rubric_version": self.version, "answer": answer, "ok": ok,
+                "error": error, "prompt_tokens": tokens[0], "completion_tokens": tokens[1]}
 
     async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], tokens: list[int]) -> str | None:
         """One chat completion with retries; returns the answer's content. Adds usage to `tokens`."""
@@ -403,7 +403,7 @@ class _CacheWriter:
             batch, self.pending = self.pending, []
             try:
                 await asyncio.to_thread(_put_many, self.cache, batch)
-            except Exception as e:  # keep going: later batches may still land; report at close
+            except Exception as e:  # noqa: BLE001 (keep going: later batches may still land; report at close)
                 self.error = self.error or e
 
     async def close(self) -> None:
