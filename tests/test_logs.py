@@ -346,3 +346,20 @@ def test_flat_table_carry_is_bounded(tmp_path):
     assert len(batches) > 5 and max(b.rows_read for b in batches) <= 16 + 16 + 20
     assert turns.height + quarantine.height == len(rows)
     assert set(quarantine["reason"]) == {"duplicate conversation_id", "in a quarantined conversation"}
+
+
+@pytest.mark.parametrize("buffer", [1, 3, 7, 64])
+def test_jsonl_lines_split_the_same_whatever_the_buffer(tmp_path, monkeypatch, buffer):
+    """Lines cut by buffer boundaries (longer than a buffer, blank, CRLF, no final newline) come out
+    whole and numbered by their line in the file."""
+    from dsatkit.logs import files
+
+    data = b'{"a": 1}\n\n{"b": "xxxxxxxxxxxxxxxxxxxxxx"}\r\n \n\xff\xfe\n{"c": [1, 2]}\n\n\n{"d": 4}'
+    path = tmp_path / "lines.jsonl"
+    path.write_bytes(data)
+    monkeypatch.setattr(files, "_READ_BYTES", buffer)
+    frames = list(files.iter_jsonl(str(path), 2))
+    assert [f.height for f in frames] == [2, 2, 2]
+    got = pl.concat(frames)
+    want = [(i, line) for i, line in enumerate(data.split(b"\n")) if line]
+    assert list(zip(got["_row"], got["_bytes"], strict=True)) == want

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -128,37 +129,45 @@ def iter_jsonl(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
     pending: list[pl.DataFrame] = []
     n_pending = 0
     line_no = 0
-    rest = b""
     with _open(path) as f:
-        while True:
-            buf = f.read(_READ_BYTES)
-            eof = not buf
-            data = rest + buf
-            if not eof:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                data, rest = data[: cut + 1], data[cut + 1 :]
-            else:
-                rest = b""
-            if data:
-                lines = pc.split_pattern(pa.array([data], pa.large_binary()), b"\n").flatten()
-                if data.endswith(b"\n"):
-                    lines = lines.slice(0, len(lines) - 1)  # the empty piece after the last newline
-                frame = pl.DataFrame({"_bytes": pl.from_arrow(lines)}).with_row_index("_row", offset=line_no)
-                line_no += len(lines)
-                # empty lines are skipped here; lines of only spaces or "\r" are skipped after decoding
-                frame = frame.with_columns(pl.col("_row").cast(pl.Int64)).filter(pl.col("_bytes").bin.size() > 0)
-                pending.append(frame)
-                n_pending += frame.height
-            while n_pending >= batch_rows or (eof and n_pending):
+        for lines in _split_lines(f):
+            frame = pl.DataFrame({"_bytes": pl.from_arrow(lines)}).with_row_index("_row", offset=line_no)
+            line_no += len(lines)
+            # empty lines are skipped here; lines of only spaces or "\r" are skipped after decoding
+            frame = frame.with_columns(pl.col("_row").cast(pl.Int64)).filter(pl.col("_bytes").bin.size() > 0)
+            pending.append(frame)
+            n_pending += frame.height
+            while n_pending >= batch_rows:
                 whole = pl.concat(pending) if len(pending) > 1 else pending[0]
                 yield whole.head(batch_rows)
                 tail = whole.slice(batch_rows)
                 pending, n_pending = ([tail], tail.height) if tail.height else ([], 0)
-            if eof:
-                return
+    if n_pending:
+        yield pl.concat(pending) if len(pending) > 1 else pending[0]
+
+
+def _split_lines(f) -> Iterator[pa.Array]:
+    """The lines of a binary stream (newlines dropped), in order, as Arrow arrays: per buffer read, the
+    line begun in the previous buffer, then the buffer's own lines, split without copying the buffer
+    in Python (slicing and concatenating 32 MB bytes objects cost ~half of the reader's time)."""
+    rest = b""  # the unterminated line at the end of the previous buffer
+    while True:
+        buf = f.read(_READ_BYTES)
+        if not buf:
+            if rest:
+                yield pa.array([rest], pa.large_binary())
+            return
+        first, last = buf.find(b"\n"), buf.rfind(b"\n")
+        if first < 0:
+            rest += buf  # a line longer than a buffer
+            continue
+        yield pa.array([rest + buf[:first]], pa.large_binary())
+        if last > first:
+            body = pa.py_buffer(memoryview(buf)[first + 1 : last])  # zero-copy
+            offsets = pa.py_buffer(np.array([0, body.size], dtype=np.int64))
+            whole = pa.LargeBinaryArray.from_buffers(pa.large_binary(), 1, [None, offsets, body])
+            yield pc.split_pattern(whole, b"\n").flatten()
+        rest = buf[last + 1 :]
 
 
 def iter_json_array(path: str, batch_rows: int) -> Iterator[pl.DataFrame]:
