@@ -183,33 +183,42 @@ def _content_sql(v: str) -> str:
             f"when 'ARRAY' then case when len({texts}) > 0 then array_to_string({texts}, chr(10)) end end")
 
 
-def _metadata_sql(obj: str, used: Sequence[str]) -> str:
+def _metadata_sql(obj: str, keys: str, used: Sequence[str]) -> str:
+    """The members of object `obj` (whose key list is `keys`) that the plan does not use, as JSON."""
     keep = ", ".join("'" + k.replace("'", "''") + "'" for k in used)
-    return (f"case when len(list_filter(json_keys({obj}), lambda k: k not in ({keep}))) > 0 then "
-            f"to_json(map_from_entries(list_filter(map_entries(cast({obj} as MAP(VARCHAR, JSON))), "
+    return (f"case when len(list_filter({keys}, lambda k: k not in ({keep}))) > 0 then "
+            f"to_json(map_from_entries(list_filter(map_entries(cast({obj}::JSON as MAP(VARCHAR, JSON))), "
             f"lambda e: e.key not in ({keep})))) end")
 
 
 def _rows_sql(source: str, binary: bool) -> str:
-    """Decode, validate and parse the raw text of each row: (_row, _raw, _bad, j)."""
+    """Decode, validate and parse the raw text of each row: (_row, _raw, _bad, j, _keys).
+
+    `j` is the row's text when it is a JSON object (else NULL), `_keys` its keys: listing them is
+    what validates it, in one parse.
+    """
     text = "try(decode(_bytes))" if binary else "_text"
     # a line that is not UTF-8 shows its bad bytes as \xNN (quotes kept readable)
     raw = """coalesce(try(decode(_bytes)), replace(cast(_bytes as VARCHAR), '\\x22', '"'))""" if binary else "_text"
     return f"""
       with s as (select _row, {text} as _text, {raw} as _raw from {source}),
+      k as (
+        select _row, _raw, _text, try(json_keys(_text)) as _keys
+        from s where _text is null or length(_text) > 64 or trim(_text, ' \t\r') <> ''),
       v as (
-        select _row, _raw, _text, case
+        select _row, _raw, _text, _keys, case
           when _text is null then '{BAD_UTF8}'
-          when not json_valid(_text) then '{BAD_JSON}'
-          when json_type(_text) <> 'OBJECT' then '{NOT_OBJECT}' end as _bad
-        from s where _text is null or length(_text) > 64 or trim(_text, ' \t\r') <> '')
-      select _row, _raw, _bad, case when _bad is null then _text::JSON end as j from v"""
+          when _keys is null then '{BAD_JSON}'
+          when len(_keys) = 0 and json_type(_text) <> 'OBJECT' then '{NOT_OBJECT}' end as _bad
+        from k)
+      select _row, _raw, _bad, case when _bad is null then _text end as j,
+        case when _bad is null then _keys end as _keys from v"""
 
 
 def json_keys_sample(con: duckdb.DuckDBPyConnection, source: str, binary: bool, limit: int = 1000) -> list[str]:
     """Keys of the first `limit` JSON objects of a batch, most frequent first."""
     rows = con.sql(
-        f"select k, count(*) n from (select unnest(json_keys(j)) k from ({_rows_sql(source, binary)}) "
+        f"select k, count(*) n from (select unnest(_keys) k from ({_rows_sql(source, binary)}) "
         f"where j is not null limit {limit}) group by k order by n desc, k"
     ).fetchall()
     return [r[0] for r in rows]
@@ -235,9 +244,9 @@ def json_frames(
         return None if key is None else _key("s", key)
 
     common = (f"{_scalar_sql(field(plan.model))} as model, {_scalar_sql(field(plan.language))} as language, "
-              f"{_ts_sql(field(plan.timestamp))} as timestamp, {_metadata_sql('j', plan.used)} as metadata")
+              f"{_ts_sql(field(plan.timestamp))} as timestamp, {_metadata_sql('j', '_keys', plan.used)} as metadata")
     ids = ", ".join(_scalar_sql(field(k)) for k in plan.ids) or "NULL::VARCHAR"
-    rows = f"select _row, _raw, _bad, j, {_transform('j', keys)} as s from ({_rows_sql(source, binary)})"
+    rows = f"select _row, _raw, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source, binary)})"
     if fmt.messages is not None:
         m_keys = {plan.role: "JSON", plan.content: "JSON", "timestamp": "JSON", "language": "JSON"}
         struct = (
