@@ -20,7 +20,7 @@ class StrictModel(BaseModel):
 class ReadConfig(StrictModel):
     format: Literal["auto", "openai", "sharegpt", "wildchat", "lmsys", "turns"] = "auto"
     skip_bad_files: bool = False
-    batch_rows: int = Field(50_000, gt=0, description="conversations (or turn rows) per batch")
+    batch_rows: int = Field(50_000, gt=0, description="conversations per batch (a flat turn table: 5x as many rows)")
     max_message_chars: int = Field(200_000, gt=0, description="longer messages are quarantined")
 
 

@@ -321,7 +321,7 @@ def test_flat_table_with_interleaved_conversations(tmp_path, suffix):
         lines = path.read_text().splitlines(keepends=True)
         path.write_text("".join(lines[:30]) + "{not json\n" + "".join(lines[30:]))
     whole, whole_q, _ = read([path], batch_rows=1000)
-    turns, quarantine, batches = read([path], batch_rows=20)
+    turns, quarantine, batches = read([path], batch_rows=4)  # flat tables: 5 rows a conversation, 20 rows
     assert len(batches) > 2 and sum(b.rows_read for b in batches) == len(rows) + (suffix == "jsonl")
     key = ["conversation_id", "turn_index"]
     assert turns.sort(key).equals(whole.sort(key))
@@ -331,7 +331,7 @@ def test_flat_table_with_interleaved_conversations(tmp_path, suffix):
     owners = [set(b.turns["conversation_id"]) for b in batches]
     assert sum(len(ids) for ids in owners) == len(set().union(*owners))  # no conversation in two batches
 
-    _, split, _ = read([path], batch_rows=4)  # 2 rows of look-back cannot hold these conversations
+    _, split, _ = read([path], batch_rows=1)  # 2 rows of look-back cannot hold these conversations
     assert "duplicate conversation_id" in set(split["reason"])
 
 
@@ -342,8 +342,8 @@ def test_flat_table_carry_is_bounded(tmp_path):
     rows = [{"conversation_id": f"c{c}", "turn_index": t, "role": ("user", "assistant")[t % 2], "content": "x"}
             for t in range(20) for c in range(12)]
     path = make_logs.write(rows, tmp_path / "round-robin.parquet")
-    turns, quarantine, batches = read([path], batch_rows=16)
-    assert len(batches) > 5 and max(b.rows_read for b in batches) <= 16 + 16 + 20
+    turns, quarantine, batches = read([path], batch_rows=3)  # batches of 15 rows
+    assert len(batches) > 5 and max(b.rows_read for b in batches) <= 15 + 15 + 20
     assert turns.height + quarantine.height == len(rows)
     assert set(quarantine["reason"]) == {"duplicate conversation_id", "in a quarantined conversation"}
 

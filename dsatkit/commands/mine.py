@@ -30,7 +30,7 @@ def mine_command(
         bool | None, typer.Option("--skip-bad-files", help="quarantine unreadable files and go on")
     ] = None,
     batch_rows: Annotated[
-        int | None, typer.Option(help="conversations (flat tables: rows) per batch; memory grows with it")
+        int | None, typer.Option(help="conversations per batch (flat tables: 5x as many rows); memory grows with it")
     ] = None,
     embedding_model: EmbeddingModelOpt = None,
     detector_dir: DetectorDirOpt = None,

@@ -147,6 +147,35 @@ def _chain(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.Dat
     yield from rest
 
 
+FLAT_ROWS_PER_CONVERSATION = 5
+"""A flat turn table is batched by `batch_rows` times this many rows: about as many conversations as a
+batch of another format holds (measured, 1M conversations of 5 turns: 22 s against 31 s with batches
+of `batch_rows` rows, whose fixed costs per batch then weigh 5x more)."""
+
+
+def _merged(
+    frames: Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]], rows: int
+) -> Iterator[tuple[pl.DataFrame, None, pl.DataFrame]]:
+    """Consecutive front-end frames of a flat table joined into batches of at least `rows` rows."""
+    pending: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    n = 0
+    for r, _, raw in frames:
+        pending.append((r, raw))
+        n += r.height
+        if n >= rows:
+            yield _joined(pending)
+            pending, n = [], 0
+    if pending:
+        yield _joined(pending)
+
+
+def _joined(pending: list[tuple[pl.DataFrame, pl.DataFrame]]) -> tuple[pl.DataFrame, None, pl.DataFrame]:
+    if len(pending) == 1:
+        return pending[0][0], None, pending[0][1]
+    return (pl.concat([r for r, _ in pending], how="vertical_relaxed"), None,
+            pl.concat([raw for _, raw in pending], how="vertical_relaxed"))
+
+
 def _batches(
     frames: Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]],
     plan: Plan,
@@ -167,15 +196,16 @@ def _batches(
         return
     carry_r: pl.DataFrame | None = None
     carry_raw: pl.DataFrame | None = None
-    gap, window = 1, max(1, config.batch_rows // 2)
-    for (r, _, raw), last in _with_last(frames):
+    rows = FLAT_ROWS_PER_CONVERSATION * config.batch_rows
+    gap, window = 1, max(1, rows // 2)
+    for (r, _, raw), last in _with_last(_merged(frames, rows)):
         if carry_r is not None and carry_r.height:
             r = pl.concat([carry_r, r], how="vertical_relaxed")
             raw = pl.concat([carry_raw, raw], how="vertical_relaxed")  # type: ignore[list-item]
         if last:
             now, carry_r = r, r.clear()
         else:
-            now, carry_r, gap = split_carry(r, gap, window, config.batch_rows)
+            now, carry_r, gap = split_carry(r, gap, window, rows)
         carried = raw["_row"].is_in(carry_r["_row"].implode())
         carry_raw, raw_now = raw.filter(carried), raw.filter(~carried)
         if now.height:
