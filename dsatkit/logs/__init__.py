@@ -117,10 +117,10 @@ def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, se
         for chunk in _chain(first, chunks):
             con.register("_chunk", chunk)
             try:
-                out = json_frames(con, "_chunk", binary, plan)
+                c, m = json_frames(con, "_chunk", binary, plan)
             finally:
                 con.unregister("_chunk")
-            yield out
+            yield c, m, chunk  # the raw text of a rejected row is taken from its chunk (quarantine_frame)
 
     yield from _batches(parsed(), plan, path, config, seen)
 

@@ -193,26 +193,24 @@ def _metadata_sql(obj: str, keys: str, used: Sequence[str]) -> str:
 
 
 def _rows_sql(source: str, binary: bool) -> str:
-    """Decode, validate and parse the raw text of each row: (_row, _raw, _bad, j, _keys).
+    """Decode, validate and parse the raw text of each row: (_row, _bad, j, _keys).
 
     `j` is the row's text when it is a JSON object (else NULL), `_keys` its keys: listing them is
     what validates it, in one parse.
     """
     text = "try(decode(_bytes))" if binary else "_text"
-    # a line that is not UTF-8 shows its bad bytes as \xNN (quotes kept readable)
-    raw = """coalesce(try(decode(_bytes)), replace(cast(_bytes as VARCHAR), '\\x22', '"'))""" if binary else "_text"
     return f"""
-      with s as (select _row, {text} as _text, {raw} as _raw from {source}),
+      with s as (select _row, {text} as _text from {source}),
       k as (
-        select _row, _raw, _text, try(json_keys(_text)) as _keys
+        select _row, _text, try(json_keys(_text)) as _keys
         from s where _text is null or length(_text) > 64 or trim(_text, ' \t\r') <> ''),
       v as (
-        select _row, _raw, _text, _keys, case
+        select _row, _text, _keys, case
           when _text is null then '{BAD_UTF8}'
           when _keys is null then '{BAD_JSON}'
           when len(_keys) = 0 and json_type(_text) <> 'OBJECT' then '{NOT_OBJECT}' end as _bad
         from k)
-      select _row, _raw, _bad, case when _bad is null then _text end as j,
+      select _row, _bad, case when _bad is null then _text end as j,
         case when _bad is null then _keys end as _keys from v"""
 
 
@@ -227,11 +225,11 @@ def json_keys_sample(con: duckdb.DuckDBPyConnection, source: str, binary: bool, 
 
 def json_frames(
     con: duckdb.DuckDBPyConnection, source: str, binary: bool, plan: Plan
-) -> tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]:
+) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """Apply `plan` to a batch of JSON text rows held by DuckDB relation `source`.
 
-    Returns (C, M, raw) for a conversation format, or (R, None, raw) for a flat table, where R has
-    one row per input row (see `flat_frames`). raw is (_row, _raw) for quarantine.
+    Returns (C, M) for a conversation format, or (R, None) for a flat table, where R has one row per
+    input row (see `flat_frames`). The raw text for quarantine stays in `source`.
     """
     fmt = plan.fmt
     top = [*plan.ids, plan.model, plan.language, plan.timestamp]
@@ -247,7 +245,7 @@ def json_frames(
     common = (f"{_scalar_sql(field(plan.model))} as model, {_scalar_sql(field(plan.language))} as language, "
               f"{_ts_sql(field(plan.timestamp))} as timestamp, {_metadata_sql('j', '_keys', plan.used)} as metadata")
     ids = ", ".join(_scalar_sql(field(k)) for k in plan.ids) or "NULL::VARCHAR"
-    rows = f"select _row, _raw, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source, binary)})"
+    rows = f"select _row, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source, binary)})"
     if fmt.messages is not None:
         m_keys = {plan.role: "JSON", plan.content: "JSON", "timestamp": "JSON", "language": "JSON"}
         struct = (
@@ -257,22 +255,21 @@ def json_frames(
         )
         objects = f"case when json_type(m) = 'OBJECT' then {_transform('m', m_keys)} end"
         query = f"""
-          select _row, _row as _conv, _raw, _bad, coalesce({ids}) as conversation_id, {common},
+          select _row, _row as _conv, _bad, coalesce({ids}) as conversation_id, {common},
             list_transform(list_transform({field(fmt.messages)}, lambda m: {{o: {objects}}}), lambda m: {struct})
               as _msgs
           from ({rows})"""
         out = con.sql(query).pl()
-        c, m = _explode(out.drop("_msgs", "_raw"), out.select("_conv", "_row", "_msgs"))
-        return c, m.unnest("_msgs"), out.select("_row", "_raw")
+        c, m = _explode(out.drop("_msgs"), out.select("_conv", "_row", "_msgs"))
+        return c, m.unnest("_msgs")
     role = field(plan.role)
     query = f"""
-      select _row, _raw, _bad, coalesce({ids}) as conversation_id,
+      select _row, _bad, coalesce({ids}) as conversation_id,
         {f"try_cast({field(plan.turn)}->>'$' as BIGINT)" if plan.turn else "NULL::BIGINT"} as _turn,
         case when json_type({role}) = 'VARCHAR' then {role}->>'$' end as m_role,
         {_content_sql(_key('s', plan.content))} as m_content, {common}
       from ({rows})"""
-    r = con.sql(query).pl()
-    return r.drop("_raw"), None, r.select("_row", "_raw")
+    return con.sql(query).pl(), None
 
 
 def _explode(c: pl.DataFrame, msgs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -9,6 +9,7 @@ input row ends up either in TURNS or in quarantine.
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 
 from dsatkit.schema import QUARANTINE, conform
@@ -37,13 +38,21 @@ RAW_CHARS = 2000
 def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> pl.DataFrame:
     """QUARANTINE rows for `bad` (_row, reason), with the raw text of each row from `raw`.
 
-    `raw` is (_row, _raw) for text inputs, or (_row, <the row's columns>) for typed inputs, whose
-    rows are JSON-encoded here (only the bad ones).
+    `raw` is (_row, _bytes) for JSON lines, (_row, _text) for JSON arrays, or (_row, <the row's
+    columns>) for typed inputs; only the bad rows are decoded or JSON-encoded, here.
     """
     if bad.is_empty():
         return pl.DataFrame(schema=QUARANTINE)
     rows = raw.join(bad.select("_row"), on="_row", how="semi")
-    if "_raw" not in rows.columns:
+    if set(rows.columns) == {"_row", "_bytes"}:
+        # a line that is not UTF-8 shows its bad bytes as \xNN (quotes kept readable)
+        rows = duckdb.sql(
+            """select _row, coalesce(try(decode(_bytes)), replace(cast(_bytes as VARCHAR), '\\x22', '"')) as _raw
+            from rows"""
+        ).pl()
+    elif set(rows.columns) == {"_row", "_text"}:
+        rows = rows.rename({"_text": "_raw"})
+    else:
         cols = [c for c in rows.columns if c != "_row"]
         rows = rows.select("_row", pl.struct(cols).struct.json_encode().alias("_raw"))
     out = bad.join(rows.select("_row", "_raw"), on="_row", how="left").sort("_row")
