@@ -89,7 +89,7 @@ def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, se
 
         def typed() -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
             nonlocal offset
-            for df in files.iter_parquet(path, config.batch_rows):
+            for df in files.iter_parquet(path, _batch_rows(plan, config)):  # _batches need not join them
                 df = df.with_row_index("_row", offset=offset).with_columns(pl.col("_row").cast(pl.Int64))
                 offset += df.height
                 c, m = table_frames(df, plan)
@@ -153,6 +153,11 @@ batch of another format holds (measured, 1M conversations of 5 turns: 22 s again
 of `batch_rows` rows, whose fixed costs per batch then weigh 5x more)."""
 
 
+def _batch_rows(plan: Plan, config: ReadConfig) -> int:
+    """Input rows per batch: `batch_rows` conversations, in a flat table as many rows as they have."""
+    return config.batch_rows * (FLAT_ROWS_PER_CONVERSATION if plan.fmt.messages is None else 1)
+
+
 def _merged(
     frames: Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]], rows: int
 ) -> Iterator[tuple[pl.DataFrame, None, pl.DataFrame]]:
@@ -196,7 +201,7 @@ def _batches(
         return
     carry_r: pl.DataFrame | None = None
     carry_raw: pl.DataFrame | None = None
-    rows = FLAT_ROWS_PER_CONVERSATION * config.batch_rows
+    rows = _batch_rows(plan, config)  # JSON is read before its format is known: its chunks are joined
     gap, window = 1, max(1, rows // 2)
     for (r, _, raw), last in _with_last(_merged(frames, rows)):
         if carry_r is not None and carry_r.height:

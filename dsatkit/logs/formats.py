@@ -140,8 +140,9 @@ def plan_for(path: str, keys: Sequence[str], requested: str) -> Plan:
 # ---------------------------------------------------------------- JSON text (DuckDB)
 # Each row is parsed twice: `json_keys` (which validates it) and `json_transform` into a struct of the
 # keys the plan uses, every value kept as (minified) JSON; each message once more. The helpers below
-# then read those small values; a value's type is its first character where that saves a parse. Reading keys by path re-parses the whole row for every key (measured: ~2x slower
-# on OpenAI-style lines, json_frames 1.1 s against 0.46 s per 50k lines).
+# then read those small values; a value's type is its first character where that saves a parse.
+# Reading keys by path re-parses the whole row for every key (measured: ~2x slower on OpenAI-style
+# lines, json_frames 1.1 s against 0.46 s per 50k lines).
 
 def _key(obj: str, key: str) -> str:
     """The field `key` of the struct that `_transform` made of `obj`."""
