@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
@@ -25,6 +26,8 @@ from dsatkit.schema import DETECTIONS, DSAT, EXCHANGES, PAIRS, QUARANTINE, TURNS
 from dsatkit.taxonomy import TAXONOMY
 
 DB_NAME = "dsat.duckdb"
+_SNAPSHOT = "snapshot"
+"""The catalog name the writer attaches its temp file under."""
 CACHE_NAME = "cache.duckdb"
 EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
 """DIR/<name>.parquet -> the table it exports."""
@@ -34,6 +37,10 @@ WRITER_MEMORY = "192MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 WRITER_LANES = 2
 """Tables inserted at once, each through a connection of its own: one insert keeps about one core busy."""
+ROW_GROUP_ROWS = 32_768
+"""Rows per row group of the store (DuckDB's default: 122,880). A batch fills its tables' row groups
+in part, and the next batch's insert makes DuckDB write the part-filled tail again; smaller row
+groups keep that rewrite small (measured: the writer's CPU time at 1M conversations 17 -> 13 s)."""
 
 _FROM_PAIR = {
     "context": "p.prompt",
@@ -134,12 +141,19 @@ def _compact(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """Another connection to the writer's database, with the snapshot as its default catalog."""
+    cursor = con.cursor()
+    cursor.execute(f"use {_SNAPSHOT}")
+    return cursor
+
+
 class _Table:
     """A store table and the connection it is written through (DuckDB runs one statement at a time
     per connection; tables written on different lanes need their own)."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, name: str):
-        self.con = con.cursor()
+        self.con = _cursor(con)
         self.name = name
         self.columns = ", ".join(f'"{c}"' for c in TABLES[name].names())  # an exported frame has more
         self.seconds = float("inf")  # what its last batch took to write (unknown: schedule it first)
@@ -174,9 +188,16 @@ class RunWriter:
         # what a killed run left behind: its snapshot (and DuckDB's WAL of it), its parquet exports
         for pattern in (f".{DB_NAME}.*.tmp*", *(f".{name}.parquet.*.tmp" for name in EXPORTS)):
             for stale in self.out_dir.glob(pattern):
-                stale.unlink(missing_ok=True)
+                if stale.is_dir():  # DuckDB's spill directory
+                    shutil.rmtree(stale, ignore_errors=True)
+                else:
+                    stale.unlink(missing_ok=True)
         self.tmp = self.out_dir / f".{DB_NAME}.{os.getpid()}.tmp"
-        self.con = duckdb.connect(str(self.tmp))
+        # the snapshot is attached (not opened) because only ATTACH takes a row group size
+        self.con = duckdb.connect(":memory:")
+        self.con.execute(f"set temp_directory = '{self.tmp}.spill'")
+        self.con.execute(f"attach '{self.tmp}' as {_SNAPSHOT} (row_group_size {ROW_GROUP_ROWS})")
+        self.con.execute(f"use {_SNAPSHOT}")
         for name, schema in TABLES.items():
             self.con.execute(_create_table(self.con, name, schema, text_compression))
         self.con.execute(_RUNS_DDL)
@@ -200,6 +221,9 @@ class RunWriter:
         # blocks come from one region allocated once and reused: allocated afresh, every block written
         # page-faults its memory in again (measured: ~1.5 s less system time at 1M conversations)
         self.con.execute(f"set block_allocator_memory = '{WRITER_MEMORY}'")
+        # each row group goes to the file as it fills, instead of five at once: fewer blocks are held,
+        # so fewer fresh pages are faulted in (measured: the writer's system time 2.3 -> 1.2 s at 1M)
+        self.con.execute("set write_buffer_row_group_count = 1")
         # the parquet exports are written as the batches arrive, not re-read from DuckDB at the end
         self._exports: dict[str, pq.ParquetWriter] = {}
         self._export_of = {table: name for name, table in EXPORTS.items()}
