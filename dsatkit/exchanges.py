@@ -33,9 +33,7 @@ def _rows_of(role: str, direction: str) -> pl.Expr:
 
 def _at(column: str, rows: str) -> pl.Expr:
     """`column` taken at the row numbers held in `rows` (null where `rows` is null)."""
-    return pl.col(column).gather(pl.col(rows).fill_null(0)).pipe(
-        lambda e: pl.when(pl.col(rows).is_not_null()).then(e)
-    )
+    return pl.col(column).gather(pl.col(rows))
 
 
 def _grouped(t: pl.DataFrame) -> bool:

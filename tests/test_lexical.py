@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from dsatkit.detectors import Detector
-from dsatkit.detectors.lexical import PRIOR, LexicalDetector, compile_groups, load_cues
+from dsatkit.detectors.lexical import GATE_CHARS, PRIOR, LexicalDetector, Pass, compile_groups, load_cues
 from dsatkit.errors import ConfigError
 from dsatkit.schema import DETECTIONS, EXCHANGES, conform
 from dsatkit.taxonomy import DSAT_CATEGORIES, SAT_CATEGORIES
@@ -159,3 +159,26 @@ def test_long_pasted_material_counts_less_than_own_words(det):
         "I'll try it tonight, and if that doesn't work I'll ask again",  # a conditional, not a failure
     ])
     assert out["label"].to_list() == [True, False, False, False]
+
+
+def test_passes_cover_every_group_once_within_the_gate_size(det):
+    covered = sorted(i for p in det.passes for i in p.groups)
+    assert covered == list(range(det.groups.height))
+    kinds = det.groups["kind"].to_list()
+    for p in det.passes:
+        assert len({kinds[i] == "anywhere" for i in p.groups}) == 1  # anchored and gated groups never mix
+        if not p.anchored and len(p.groups) > 1:
+            assert sum(len(det.groups["regex"][i]) for i in p.groups) <= GATE_CHARS
+    assert len(det.passes) < det.groups.height / 2
+
+
+def test_merged_passes_score_as_one_pass_per_group(det):
+    """The merged anchored passes and the gates give what each group's regex alone gives, also on turns
+    where several cues fire and a weaker one comes first."""
+    one_each = LexicalDetector()
+    one_each.passes = [Pass(regex, (i,), anchored=False) for i, regex in enumerate(one_each.groups["regex"])]
+    phrases = [f for f, _ in DSAT] + [f for f in NOT_DSAT if f] + [f for f, _ in SAT_CATS]
+    seps = [" ", ", ", ". ", " but ", "!! ", "\n", " 👍 ", "... "]
+    turns = [a + seps[(i + j) % len(seps)] + b for i, a in enumerate(phrases) for j, b in enumerate(phrases[::7])]
+    turns += [t.upper() for t in turns[::5]] + ["?? " + t for t in turns[::11]] + phrases
+    assert run(det, turns).equals(run(one_each, turns))

@@ -1,8 +1,9 @@
 """Lexical DSAT detector: a multilingual cue table, compiled into a few big regexes.
 
 The cue table (`data/lexical_cues.csv`) is data, one row per cue: language, category, polarity, kind,
-weight, pattern. Cues of one (category, kind, weight) are OR-ed into a single regex, so scoring two
-million feedback turns is a few dozen vectorised `str.extract` passes, never a Python loop over rows.
+weight, pattern. Cues of one (category, kind, weight) are OR-ed into a single regex (a group), and the
+groups into a dozen passes over the distinct feedback texts (`compile_passes`), so scoring two million
+feedback turns is a dozen vectorised Polars string passes, never a Python loop over rows.
 
 Kinds: `whole` must match the whole (normalised) turn, give or take punctuation and emoji; `initial`
 must match at the start of the turn; `anywhere` matches anywhere. Patterns of space-separated
@@ -17,6 +18,7 @@ detector abstains (category null, score = PRIOR).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -151,24 +153,94 @@ def _check(regex: str, category: str, kind: str) -> None:
         raise ConfigError(f"lexical cue table: bad pattern in ({category}, {kind}): {err}") from None
 
 
+def _regex(kind: str, body: str, capture: str = "") -> str:
+    """A group's regex, its body captured (under `capture`, when given); whole and initial ones get
+    their `^` from the caller."""
+    group = f"(?P<{capture}>{body})" if capture else f"({body})"
+    if kind == "whole":
+        return f"{_TRAIL}{group}{_TRAIL}$"
+    if kind == "initial":
+        return f"{_TRAIL}{group}"
+    return group
+
+
 def compile_groups(cues: pl.DataFrame) -> pl.DataFrame:
     """One regex per (polarity, category, kind, weight), strongest first (ties: taxonomy order)."""
     order = {c: i for i, c in enumerate(CATEGORIES)}
     rows = []
     for (category, kind, weight), g in cues.group_by(["category", "kind", "weight"], maintain_order=True):
         body = _bounded(g["pattern"].to_list(), g["language"].to_list())
-        if kind == "whole":
-            regex = f"^{_TRAIL}({body}){_TRAIL}$"
-        elif kind == "initial":
-            regex = f"^{_TRAIL}({body})"
-        else:
-            regex = f"({body})"
+        regex = f"^{_regex(kind, body)}" if kind != "anywhere" else _regex(kind, body)
         _check(regex, category, kind)
-        rows.append((POLARITY[category], category, kind, weight, regex, order[category]))
+        rows.append((POLARITY[category], category, kind, weight, regex, body, order[category]))
     groups = pl.DataFrame(
-        rows, schema=["polarity", "category", "kind", "weight", "regex", "order"], orient="row"
+        rows, schema=["polarity", "category", "kind", "weight", "regex", "body", "order"], orient="row"
     )
     return groups.sort(["weight", "order"], descending=[True, False]).drop("order")
+
+
+GATE_CHARS = 3500
+"""Most characters of `anywhere` group regexes OR-ed into one gate. The regex engine's lazy DFA thrashes
+its cache on bigger alternations, the more so the more cues the texts hold (measured: the 21k
+characters of all DSAT groups as one gate, ~1000x slower than their own regexes; a 6k gate over
+cue-dense multilingual turns, 6x slower; 3.5k gates, faster than their groups' regexes on both the
+benchmark's turns and the cue-dense ones)."""
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One regex pass over the texts, standing for `groups` (indices into the group table).
+
+    `anchored`: the groups' `whole` or `initial` regexes as alternatives of one regex anchored at the
+    start, strongest first; the regex engine prefers the earliest alternative that matches, so the
+    pass finds the strongest group of the set (the only one `_strongest` reads), with its capture.
+    Otherwise a gate: the OR of the groups' `anywhere` bodies; each group's own regex then runs on the
+    texts the gate let through only (most feedback turns hold no cue at all).
+    """
+
+    regex: str
+    groups: tuple[int, ...]
+    anchored: bool
+
+
+def _capture(i: int) -> str:
+    return f"cue{i}"
+
+
+def compile_passes(groups: pl.DataFrame) -> list[Pass]:
+    """The passes that evaluate `groups` (from `compile_groups`); every group is in exactly one."""
+    passes = []
+    indexed = groups.with_row_index("i")
+    for (_, kind), sub in indexed.group_by("polarity", "kind", maintain_order=True):
+        if kind == "anywhere":
+            chunk: list[tuple[int, str]] = []
+            for i, regex in sub.select("i", "regex").iter_rows():
+                if chunk and sum(len(r) for _, r in chunk) + len(regex) > GATE_CHARS:
+                    passes.append(_gate(chunk))
+                    chunk = []
+                chunk.append((i, regex))
+            passes.append(_gate(chunk))
+        else:
+            members = list(sub.select("i", "regex", "body").iter_rows())
+            alternatives = "|".join(_regex(kind, body, _capture(i)) for i, _, body in members)
+            merged = Pass(f"^(?:{alternatives})", tuple(i for i, _, _ in members), anchored=True)
+            if _compiles(merged.regex):
+                passes.append(merged)
+            else:  # e.g. cue patterns with clashing named groups: one pass per group
+                passes += [Pass(regex, (i,), anchored=False) for i, regex, _ in members]
+    return passes
+
+
+def _gate(chunk: list[tuple[int, str]]) -> Pass:
+    return Pass("|".join(f"(?:{r})" for _, r in chunk), tuple(i for i, _ in chunk), anchored=False)
+
+
+def _compiles(regex: str) -> bool:
+    try:
+        pl.select(pl.lit("").str.contains(regex))
+    except pl.exceptions.ComputeError:
+        return False
+    return True
 
 
 def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
@@ -197,6 +269,10 @@ class LexicalDetector:
     def groups(self) -> pl.DataFrame:
         return compile_groups(self.cues)
 
+    @cached_property
+    def passes(self) -> list[Pass]:
+        return compile_passes(self.groups)
+
     def _strongest(self, polarity: str) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
         """Weight, category and matched text of the strongest cue of one polarity (nulls if none).
 
@@ -212,12 +288,20 @@ class LexicalDetector:
 
     def _score_texts(self, texts: pl.DataFrame) -> pl.DataFrame:
         """Cue evidence for distinct normalised feedback texts (column `_text`)."""
-        # (one OR of all groups as a gate was tried: the regex engine's DFA blows up on it, ~100x slower)
+        text = pl.col("_text")
+        first, hits = [], []
+        for j, p in enumerate(self.passes):
+            if p.anchored:
+                first.append(text.str.extract_groups(p.regex).alias(f"_p{j}"))
+                hits += [pl.col(f"_p{j}").struct.field(_capture(i)).alias(f"_h{i}") for i in p.groups]
+            elif len(p.groups) == 1:
+                hits.append(text.str.extract(self.groups["regex"][p.groups[0]], 1).alias(f"_h{p.groups[0]}"))
+            else:  # the texts the gate lets through, null elsewhere (string kernels skip nulls)
+                first.append(pl.when(text.str.contains(p.regex)).then(text).alias(f"_p{j}"))
+                hits += [pl.col(f"_p{j}").str.extract(self.groups["regex"][i], 1).alias(f"_h{i}") for i in p.groups]
         live = texts.with_columns(
-            [pl.col("_text").str.extract(rx, 1).alias(f"_h{i}") for i, rx in enumerate(self.groups["regex"])],
-            _contrast=pl.col("_text").str.contains(CONTRAST),
-            _new_topic=pl.col("_text").str.contains(NEW_TOPIC),
-        )
+            first, _contrast=text.str.contains(CONTRAST), _new_topic=text.str.contains(NEW_TOPIC)
+        ).with_columns(hits)
         d_w, d_cat, d_hit = self._strongest("dsat")
         s_w, s_cat, s_hit = self._strongest("sat")
         return live.select(
