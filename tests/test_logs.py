@@ -363,3 +363,19 @@ def test_jsonl_lines_split_the_same_whatever_the_buffer(tmp_path, monkeypatch, b
     got = pl.concat(frames)
     want = [(i, line) for i, line in enumerate(data.split(b"\n")) if line]
     assert list(zip(got["_row"], got["_bytes"], strict=True)) == want
+
+
+def test_seen_ids_agree_with_a_set_over_many_batches():
+    import numpy as np
+
+    from dsatkit.logs.normalise import SeenIds
+
+    rng = np.random.default_rng(7)
+    seen, reference = SeenIds(), set()
+    for size in [0, 1, 5000, 20000, 300, 40000, 0, 12000, 60000, 7, 25000] * 3:
+        h = rng.integers(0, 200_000, size=size, dtype=np.uint64)  # small range: many repeats
+        found = seen.contains(h)
+        assert found.tolist() == [x in reference for x in h.tolist()]
+        new = h[~found]
+        seen.add(new)
+        reference.update(new.tolist())
