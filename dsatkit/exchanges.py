@@ -73,16 +73,22 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
         ).then(pl.col("next_user"))
     )
     t = t.with_columns(followup_row=_at("next_assistant", "feedback_row"))
-    ex = t.with_columns(
+    responses = t.filter(pl.col("role") == "assistant")
+
+    def at(column: str, rows: str) -> pl.Series:
+        """`column` of all turns at the responses' row numbers (only responses need them)."""
+        return t[column].gather(responses[rows])
+
+    ex = responses.with_columns(
         response=pl.col("content"),
         response_turn=pl.col("turn_index"),
-        request=_at("content", "request_row"),
-        request_turn=_at("turn_index", "request_row"),
-        feedback=_at("content", "feedback_row"),
-        feedback_turn=_at("turn_index", "feedback_row"),
-        followup=_at("content", "followup_row"),
-        followup_turn=_at("turn_index", "followup_row"),
-    ).filter(pl.col("role") == "assistant")
+        request=at("content", "request_row"),
+        request_turn=at("turn_index", "request_row"),
+        feedback=at("content", "feedback_row"),
+        feedback_turn=at("turn_index", "feedback_row"),
+        followup=at("content", "followup_row"),
+        followup_turn=at("turn_index", "followup_row"),
+    )
     ex = ex.with_columns(exchange_id=md5_of(ex["conversation_id"], ex["response_turn"]))
     ex = conform(ex, EXCHANGES)
     return attach_context(ex, t) if context else ex
