@@ -235,7 +235,11 @@ def mine(
                 reasons.update(dict(batch.quarantine["reason"].value_counts().iter_rows()))
                 with timer("exchanges"):
                     ex = build_exchanges(batch.turns, context=False)
+                with timer("store"):  # each table goes to the writer as soon as it is ready: its
+                    writer.append_many([("exchanges", ex)])  # lanes then keep busy through the batch
                 detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns, cascade)
+                with timer("store"):
+                    writer.append_many([("detections", detections), ("verdicts", verdicts)])
                 with timer("pairs"):
                     dsat, pairs = dsat_and_pairs(ex, verdicts, batch.turns)
                 n_conv = batch.turns["conversation_id"].n_unique()
@@ -250,10 +254,7 @@ def mine(
                 summary.pairs += pairs.height
                 summary.seed_pairs += int((pairs["origin"] == "seed").sum())
                 with timer("store"):
-                    writer.append_many([
-                        ("exchanges", ex), ("detections", detections), ("verdicts", verdicts), ("dsat", dsat),
-                        ("pairs", pairs),
-                    ])
+                    writer.append_many([("dsat", dsat), ("pairs", pairs)])
                 bar.update(task, advance=n_conv)
 
             while True:
