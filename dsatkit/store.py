@@ -13,7 +13,9 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -141,6 +143,26 @@ def _compact(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir():  # DuckDB's spill directory
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def _writing(out_dir: Path) -> Iterator[None]:
+    """A full disk or a read-only directory, raised by DuckDB or Arrow, as a one-line StoreError."""
+    try:
+        yield
+    except (duckdb.IOException, duckdb.TransactionException, OSError) as err:  # a failed commit is the latter
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise StoreError(
+            f"cannot write the store in {out_dir}: {message}",
+            hint="free disk space there (the store keeps every message uncompressed), or choose another -o/--out",
+        ) from err
+
+
 def _cursor(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     """Another connection to the writer's database, with the snapshot as its default catalog."""
     cursor = con.cursor()
@@ -188,10 +210,7 @@ class RunWriter:
         # what a killed run left behind: its snapshot (and DuckDB's WAL of it), its parquet exports
         for pattern in (f".{DB_NAME}.*.tmp*", *(f".{name}.parquet.*.tmp" for name in EXPORTS)):
             for stale in self.out_dir.glob(pattern):
-                if stale.is_dir():  # DuckDB's spill directory
-                    shutil.rmtree(stale, ignore_errors=True)
-                else:
-                    stale.unlink(missing_ok=True)
+                _remove(stale)
         self.tmp = self.out_dir / f".{DB_NAME}.{os.getpid()}.tmp"
         # the snapshot is attached (not opened) because only ATTACH takes a row group size
         self.con = duckdb.connect(":memory:")
@@ -235,9 +254,10 @@ class RunWriter:
         self._closed = False
 
     def _write(self, table: _Table, frame: pl.DataFrame) -> None:
-        table.insert(frame)
-        if table.name in self._export_of:
-            self._export(self._export_of[table.name], _compact(frame))
+        with _writing(self.out_dir):
+            table.insert(frame)
+            if table.name in self._export_of:
+                self._export(self._export_of[table.name], _compact(frame))
 
     def _export(self, table: str, data: pa.Table) -> None:
         writer = self._exports.get(table)
@@ -291,18 +311,19 @@ class RunWriter:
         self._close_lanes()
         row = {k: json.dumps(v, default=str) if isinstance(v, (dict, list)) else v for k, v in run.items()}
         cols = ", ".join(row)
-        self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
-        self.con.execute(_VIEWS)
-        for name, table in EXPORTS.items():
-            if name in self._exports:
-                self._exports.pop(name).close()
-            else:  # nothing of this kind in the run: an empty file with the table's schema
-                pq.write_table(_compact(empty(TABLES[table])), self._export_paths[name])
-        self.con.execute("checkpoint")
-        self.con.close()
-        os.replace(self.tmp, self.out_dir / DB_NAME)
-        for name, tmp in self._export_paths.items():
-            os.replace(tmp, self.out_dir / f"{name}.parquet")
+        with _writing(self.out_dir):
+            self.con.execute(f"insert into runs ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
+            self.con.execute(_VIEWS)
+            for name, table in EXPORTS.items():
+                if name in self._exports:
+                    self._exports.pop(name).close()
+                else:  # nothing of this kind in the run: an empty file with the table's schema
+                    pq.write_table(_compact(empty(TABLES[table])), self._export_paths[name])
+            self.con.execute("checkpoint")
+            self.con.close()
+            os.replace(self.tmp, self.out_dir / DB_NAME)
+            for name, tmp in self._export_paths.items():
+                os.replace(tmp, self.out_dir / f"{name}.parquet")
 
     def abort(self) -> None:
         try:
@@ -314,9 +335,9 @@ class RunWriter:
                 writer.close()
             self.con.close()
         finally:
-            self.tmp.unlink(missing_ok=True)
-            for leftover in self.out_dir.glob(f".*.{os.getpid()}.tmp"):
-                leftover.unlink(missing_ok=True)
+            # the snapshot, DuckDB's WAL and spill directory of it, the parquet exports
+            for leftover in self.out_dir.glob(f".*.{os.getpid()}.tmp*"):
+                _remove(leftover)
 
 
 def connect(store_dir: str | Path) -> duckdb.DuckDBPyConnection:

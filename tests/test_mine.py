@@ -169,11 +169,36 @@ def test_failed_write_raises_and_leaves_previous_store(logs: Path, tmp_path: Pat
         real(self, frame)
 
     monkeypatch.setattr(store._Table, "insert", fail_on_verdicts)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(StoreError, match="cannot write the store .*disk full"):
         mine([logs], out, LEXICAL)
     assert not list(out.glob(".*.tmp*"))
     monkeypatch.undo()
     assert mine([logs], out, LEXICAL).table("verdicts").sort("exchange_id").equals(before)
+
+
+_FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from dsatkit.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+main(sys.argv[1:])
+"""
+
+
+def test_cli_a_store_that_cannot_be_written_is_a_one_line_error(tmp_path: Path):
+    """A real write failure (the kernel refuses writes past a file size limit, as on a full disk)."""
+    convs = [(f"c{i}", [("user", f"question {i} " * 20), ("assistant", f"answer {i} " * 40), ("user", "wrong")])
+             for i in range(2000)]
+    logs = write_jsonl(tmp_path / "logs.jsonl", convs)
+    out = tmp_path / "mined"
+    r = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMIT, "mine", str(logs), "-o", str(out),
+                        "--detectors", "lexical"], capture_output=True, text=True, check=False,
+                       env={**os.environ, "CI": "1"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert "error: cannot write the store in" in said and "hint: free disk space" in said
+    assert "Traceback" not in said
+    assert not list(out.glob(".*tmp*")) and not (out / "dsat.duckdb").exists()
 
 
 def test_small_batches_store_every_row_once(tmp_path: Path):
