@@ -182,3 +182,22 @@ def test_merged_passes_score_as_one_pass_per_group(det):
     turns = [a + seps[(i + j) % len(seps)] + b for i, a in enumerate(phrases) for j, b in enumerate(phrases[::7])]
     turns += [t.upper() for t in turns[::5]] + ["?? " + t for t in turns[::11]] + phrases
     assert run(det, turns).equals(run(one_each, turns))
+
+
+def test_a_cue_table_whose_groups_share_capture_names_still_scores(tmp_path):
+    """Named groups clash once groups are merged: those groups then get a pass of their own."""
+    cues = tmp_path / "cues.csv"
+    cues.write_text(
+        "# version: 0.0.1\nlanguage,category,polarity,kind,weight,pattern\n"
+        'en,negative_feedback,dsat,anywhere,0.9,"(?P<w>wrong)"\n'
+        'en,factual_error,dsat,anywhere,0.8,"(?P<w>incorrect)"\n'
+        'en,negative_feedback,dsat,whole,0.95,"(?P<w>no)"\n'
+        'en,revision,dsat,whole,0.7,"(?P<w>again)"\n'
+        'en,gratitude,sat,anywhere,0.9,"thanks"\n'
+    )
+    det = LexicalDetector(cues)
+    assert sorted(i for p in det.passes for i in p.groups) == list(range(det.groups.height))
+    out = run(det, ["that is wrong", "incorrect", "no", "again", "thanks", "what?"])
+    assert out["category"].to_list() == [
+        "negative_feedback", "factual_error", "negative_feedback", "revision", "gratitude", None
+    ]

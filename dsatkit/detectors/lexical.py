@@ -216,10 +216,10 @@ def compile_passes(groups: pl.DataFrame) -> list[Pass]:
             chunk: list[tuple[int, str]] = []
             for i, regex in sub.select("i", "regex").iter_rows():
                 if chunk and sum(len(r) for _, r in chunk) + len(regex) > GATE_CHARS:
-                    passes.append(_gate(chunk))
+                    passes += _gate(chunk)
                     chunk = []
                 chunk.append((i, regex))
-            passes.append(_gate(chunk))
+            passes += _gate(chunk)
         else:
             members = list(sub.select("i", "regex", "body").iter_rows())
             alternatives = "|".join(_regex(kind, body, _capture(i)) for i, _, body in members)
@@ -231,8 +231,11 @@ def compile_passes(groups: pl.DataFrame) -> list[Pass]:
     return passes
 
 
-def _gate(chunk: list[tuple[int, str]]) -> Pass:
-    return Pass("|".join(f"(?:{r})" for _, r in chunk), tuple(i for i, _ in chunk), anchored=False)
+def _gate(chunk: list[tuple[int, str]]) -> list[Pass]:
+    gate = Pass("|".join(f"(?:{r})" for _, r in chunk), tuple(i for i, _ in chunk), anchored=False)
+    if len(chunk) == 1 or _compiles(gate.regex):
+        return [gate]
+    return [Pass(r, (i,), anchored=False) for i, r in chunk]  # e.g. clashing named groups
 
 
 def _compiles(regex: str) -> bool:
