@@ -31,11 +31,6 @@ def _rows_of(role: str, direction: str) -> pl.Expr:
     return pl.when(found >= pl.col("conv_start")).then(found)
 
 
-def _at(column: str, rows: str) -> pl.Expr:
-    """`column` taken at the row numbers held in `rows` (null where `rows` is null)."""
-    return pl.col(column).gather(pl.col(rows))
-
-
 def _grouped(t: pl.DataFrame) -> bool:
     """Whether each conversation's turns are contiguous and in turn order, as `read_logs` yields
     them (checking is ~10x cheaper than the sort it saves)."""
@@ -72,13 +67,13 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
             & (pl.col("next_assistant").is_null() | (pl.col("next_user") < pl.col("next_assistant")))
         ).then(pl.col("next_user"))
     )
-    t = t.with_columns(followup_row=_at("next_assistant", "feedback_row"))
     responses = t.filter(pl.col("role") == "assistant")
 
     def at(column: str, rows: str) -> pl.Series:
-        """`column` of all turns at the responses' row numbers (only responses need them)."""
+        """`column` of all turns at the responses' row numbers (null where those are null)."""
         return t[column].gather(responses[rows])
 
+    responses = responses.with_columns(followup_row=at("next_assistant", "feedback_row"))
     ex = responses.with_columns(
         response=pl.col("content"),
         response_turn=pl.col("turn_index"),

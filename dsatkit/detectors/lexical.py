@@ -145,12 +145,19 @@ def _bounded(patterns: list[str], languages: list[str]) -> str:
     )
 
 
-def _check(regex: str, category: str, kind: str) -> None:
-    """Fail at load time, naming the group, if Polars' regex engine rejects a pattern."""
+def _regex_error(regex: str) -> str | None:
+    """Why Polars' regex engine rejects `regex`, or None when it compiles."""
     try:
         pl.select(pl.lit("").str.contains(regex))
     except pl.exceptions.ComputeError as err:
-        raise ConfigError(f"lexical cue table: bad pattern in ({category}, {kind}): {err}") from None
+        return str(err)
+    return None
+
+
+def _check(regex: str, category: str, kind: str) -> None:
+    """Fail at load time, naming the group, if Polars' regex engine rejects a pattern."""
+    if (err := _regex_error(regex)) is not None:
+        raise ConfigError(f"lexical cue table: bad pattern in ({category}, {kind}): {err}")
 
 
 def _regex(kind: str, body: str, capture: str = "") -> str:
@@ -224,7 +231,7 @@ def compile_passes(groups: pl.DataFrame) -> list[Pass]:
             members = list(sub.select("i", "regex", "body").iter_rows())
             alternatives = "|".join(_regex(kind, body, _capture(i)) for i, _, body in members)
             merged = Pass(f"^(?:{alternatives})", tuple(i for i, _, _ in members), anchored=True)
-            if _compiles(merged.regex):
+            if _regex_error(merged.regex) is None:
                 passes.append(merged)
             else:  # e.g. cue patterns with clashing named groups: one pass per group
                 passes += [Pass(regex, (i,), anchored=False) for i, regex, _ in members]
@@ -233,17 +240,9 @@ def compile_passes(groups: pl.DataFrame) -> list[Pass]:
 
 def _gate(chunk: list[tuple[int, str]]) -> list[Pass]:
     gate = Pass("|".join(f"(?:{r})" for _, r in chunk), tuple(i for i, _ in chunk), anchored=False)
-    if len(chunk) == 1 or _compiles(gate.regex):
+    if len(chunk) == 1 or _regex_error(gate.regex) is None:
         return [gate]
     return [Pass(r, (i,), anchored=False) for i, r in chunk]  # e.g. clashing named groups
-
-
-def _compiles(regex: str) -> bool:
-    try:
-        pl.select(pl.lit("").str.contains(regex))
-    except pl.exceptions.ComputeError:
-        return False
-    return True
 
 
 def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
@@ -298,7 +297,7 @@ class LexicalDetector:
                 first.append(text.str.extract_groups(p.regex).alias(f"_p{j}"))
                 hits += [pl.col(f"_p{j}").struct.field(_capture(i)).alias(f"_h{i}") for i in p.groups]
             elif len(p.groups) == 1:
-                hits.append(text.str.extract(self.groups["regex"][p.groups[0]], 1).alias(f"_h{p.groups[0]}"))
+                hits.append(text.str.extract(p.regex, 1).alias(f"_h{p.groups[0]}"))
             else:  # the texts the gate lets through, null elsewhere (string kernels skip nulls)
                 first.append(pl.when(text.str.contains(p.regex)).then(text).alias(f"_p{j}"))
                 hits += [pl.col(f"_p{j}").str.extract(self.groups["regex"][i], 1).alias(f"_h{i}") for i in p.groups]
