@@ -75,7 +75,9 @@ class JudgeConfig(StrictModel):
 
 class StoreConfig(StrictModel):
     text_compression: Literal["none", "zstd"] = Field(
-        "none", description="how turn texts are stored: none = fastest, zstd = ~0.4x the disk, ~3x the write time"
+        "none",
+        description="how message texts are stored, in the store and its parquet exports: none = fastest, "
+        "zstd = ~0.4x the disk, ~3x the write time",
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from dsatkit.config import MineConfig, StoreConfig
@@ -115,6 +116,14 @@ def test_zstd_text_compression_stores_the_same_content(logs: Path, tmp_path: Pat
     compact = mine([logs], tmp_path / "zstd", zstd)
     assert compact.table("turns").sort(pl.all()).equals(plain.table("turns").sort(pl.all()))
     assert compact.dsat.sort("exchange_id").equals(plain.dsat.sort("exchange_id"))
+    # the parquet exports: the same rows, message text compressed as in the store, the rest snappy
+    for name, text in (("dsat", "response"), ("pairs", "prompt.list.element.content")):
+        exported = {d: pl.read_parquet(tmp_path / d / f"{name}.parquet") for d in ("plain", "zstd")}
+        assert exported["zstd"].height > 0 and exported["zstd"].equals(exported["plain"]), name
+        for d, codec in (("plain", "UNCOMPRESSED"), ("zstd", "ZSTD")):
+            group = pq.ParquetFile(tmp_path / d / f"{name}.parquet").metadata.row_group(0)
+            codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(group.num_columns)}
+            assert codecs[text] == codec and codecs["exchange_id"] == codec and codecs["category"] == "SNAPPY"
 
 
 def test_python_api_without_out_dir(logs: Path):
