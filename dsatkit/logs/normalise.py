@@ -118,7 +118,9 @@ def _issue(max_chars: int) -> pl.Expr:
         pl.when(pl.col("_null")).then(pl.lit(q.MALFORMED_MESSAGE))
         .when(pl.col("role").is_null()).then(pl.lit(q.UNKNOWN_ROLE))
         .when(pl.col("m_content").is_null()).then(pl.lit(q.NON_TEXT))
-        .when(pl.col("m_content").str.len_chars() > max_chars).then(pl.lit(q.TOO_LONG))
+        # characters are counted only where the bytes could be too many (counting reads every byte)
+        .when(pl.when(pl.col("m_content").str.len_bytes() > max_chars).then("m_content").str.len_chars() > max_chars)
+        .then(pl.lit(q.TOO_LONG))
     )
 
 
@@ -126,9 +128,13 @@ def to_turns(
     c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, source_file: str, max_chars: int, seen: SeenIds
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Validate a batch's conversations: (TURNS of the good ones, QUARANTINE of the rest)."""
-    m = m.with_columns(
+    # a log spells its roles a handful of ways: each distinct spelling is normalised once
+    spellings = m.select(pl.col("m_role").drop_nulls().unique()).with_columns(
         role=pl.col("m_role").str.strip_chars().str.to_lowercase()
         .replace_strict(ROLE_ALIASES, default=None, return_dtype=pl.String)
+    )
+    m = m.with_columns(
+        role=pl.col("m_role").replace_strict(spellings["m_role"], spellings["role"], default=None, return_dtype=pl.String)
     ).with_columns(_issue=_issue(max_chars))
     worst = (
         m.filter(pl.col("_issue").is_not_null())
