@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import duckdb
 import polars as pl
+
+from dsatkit.duck import local_connection
 
 
 def md5_hex(values: pl.Series) -> pl.Series:
     """md5 hex digest of each string (nulls hash as the empty string), stable across versions."""
     frame = pl.DataFrame({"v": values.cast(pl.String).fill_null("")})  # noqa: F841 (read by DuckDB)
-    out = duckdb.sql("select md5(v) as h from frame").pl()["h"]
+    out = local_connection().sql("select md5(v) as h from frame").pl()["h"]
     return out.alias(values.name)
 
 

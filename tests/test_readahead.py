@@ -68,3 +68,35 @@ def test_the_next_item_is_produced_while_the_caller_holds_this_one():
         if item < 2:  # the caller is still "working" on this item: the next one is under way already
             assert started[item + 1].wait(timeout=10)
     assert threads == {"dsatkit-read"}
+
+
+def test_each_thread_has_its_own_duckdb_connection_for_the_frame_helpers():
+    """The reader thread and the main thread both hash ids and decode quarantined lines through DuckDB;
+    a connection runs one query at a time, so they must not share one."""
+    from dsatkit.duck import local_connection
+    from dsatkit.hashing import md5_hex
+
+    here = local_connection()
+    assert local_connection() is here
+    other = []
+    worker = threading.Thread(target=lambda: other.append(local_connection()))
+    worker.start()
+    worker.join()
+    assert other[0] is not here
+
+    # many small queries from two threads at once: each thread's hashes, none lost or mixed up
+    import polars as pl
+
+    values = pl.Series([f"conv-{i}" for i in range(2000)])
+    expected = md5_hex(values)
+    results = {}
+
+    def hash_many(name: str) -> None:
+        results[name] = all(md5_hex(values.slice(i, 100)).equals(expected.slice(i, 100)) for i in range(0, 2000, 100))
+
+    threads = [threading.Thread(target=hash_many, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {"a": True, "b": True}

@@ -9,9 +9,9 @@ input row ends up either in TURNS or in quarantine.
 
 from __future__ import annotations
 
-import duckdb
 import polars as pl
 
+from dsatkit.duck import local_connection
 from dsatkit.schema import QUARANTINE, conform
 
 BAD_UTF8 = "invalid UTF-8"
@@ -46,7 +46,7 @@ def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> 
     rows = raw.join(bad.select("_row"), on="_row", how="semi")
     if set(rows.columns) == {"_row", "_bytes"}:
         # a line that is not UTF-8 shows its bad bytes as \xNN (quotes kept readable)
-        rows = duckdb.sql(
+        rows = local_connection().sql(
             """select _row, coalesce(try(decode(_bytes)), replace(cast(_bytes as VARCHAR), '\\x22', '"')) as _raw
             from rows"""
         ).pl()
