@@ -51,9 +51,11 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
     if not _grouped(t):
         t = t.sort("conversation_id", "turn_index")
     t = t.with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64), role=pl.col("role").cast(pl.String))
+    # the first and last row of each row's conversation (the frame's own first and last row open
+    # and close one too: there the shifted id is null)
     t = t.with_columns(
-        conv_start=pl.when(cid != cid.shift(1)).then(_ROW).fill_null(0).forward_fill(),
-        conv_end=pl.when(cid != cid.shift(-1)).then(_ROW).fill_null(pl.len() - 1).backward_fill(),
+        conv_start=pl.when((cid != cid.shift(1)).fill_null(True)).then(_ROW).forward_fill(),
+        conv_end=pl.when((cid != cid.shift(-1)).fill_null(True)).then(_ROW).backward_fill(),
     )
     t = t.with_columns(
         next_user=_rows_of("user", "next"),

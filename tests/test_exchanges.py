@@ -51,6 +51,28 @@ def test_consecutive_user_turns_feedback_is_first_and_followup_skips_them():
     assert rows[("c", 4)]["request"] == "I meant X"
 
 
+def test_nothing_crosses_a_conversation_boundary():
+    """Lookups stop at the conversation's first and last turn, wherever it sits in the frame: an
+    assistant greeting gets no request from the conversation before, and a response followed by a
+    system or tool turn gets no feedback or followup from the conversation after."""
+    ex = build_exchanges(
+        turns([
+            ("a", 0, "user", "a:q"), ("a", 1, "assistant", "a:r"), ("a", 2, "user", "a:no"), ("a", 3, "system", "a:s"),
+            ("b", 0, "system", "b:sys"), ("b", 1, "assistant", "b:hello"), ("b", 2, "user", "b:q"),
+            ("b", 3, "assistant", "b:r"), ("b", 4, "tool", "b:t"),
+            ("c", 0, "user", "c:q"), ("c", 1, "assistant", "c:r"), ("c", 2, "user", "c:thanks"),
+        ])
+    )
+    rows = by_response(ex)
+    for (cid, _), row in rows.items():
+        for col in ("request", "response", "feedback", "followup"):
+            assert row[col] is None or row[col].startswith(f"{cid}:"), (cid, col, row[col])
+    assert (rows[("a", 1)]["feedback"], rows[("a", 1)]["followup"]) == ("a:no", None)
+    assert rows[("b", 1)]["request"] is None and rows[("b", 1)]["feedback"] == "b:q"
+    assert (rows[("b", 3)]["request"], rows[("b", 3)]["feedback"]) == ("b:q", None)
+    assert (rows[("c", 1)]["request"], rows[("c", 1)]["feedback"]) == ("c:q", "c:thanks")
+
+
 def test_conversation_ending_on_user_turn_and_assistant_first():
     ex = build_exchanges(
         turns([("c", 0, "assistant", "Hi! How can I help?"), ("c", 1, "user", "q"), ("c", 2, "assistant", "a"),
