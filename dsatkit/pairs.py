@@ -25,18 +25,19 @@ def dsat_and_pairs(
 
     When `exchanges` was built without context, pass the `turns` to fill it for the DSAT rows only.
     """
-    judged = exchanges.join(
-        verdicts.select("exchange_id", "label", "polarity", "category", "score", "detectors"), on="exchange_id", how="left"
+    # only the DSAT and the SAT verdicts matter (a tenth and a quarter of the exchanges, typically):
+    # joining those, not every verdict, keeps the hash tables small
+    dsat = exchanges.join(
+        verdicts.filter(pl.col("label")).select("exchange_id", "category", "score", "detectors"),
+        on="exchange_id", how="inner", maintain_order="left",
     )
-    # the exchange whose response is this exchange's followup: its polarity says whether the user
-    # was satisfied by the revision (a natural DSAT -> SAT pair)
-    revision = judged.select(
-        "conversation_id", pl.col("response_turn").alias("followup_turn"), next_polarity=pl.col("polarity")
+    # a SAT exchange whose response is a DSAT exchange's followup: the user was satisfied by the
+    # revision (a natural DSAT -> SAT pair)
+    satisfied = exchanges.join(verdicts.filter(pl.col("polarity") == "sat"), on="exchange_id", how="semi").select(
+        "conversation_id", pl.col("response_turn").alias("followup_turn"), _sat=pl.lit(True)
     )
-    dsat = judged.filter(pl.col("label").fill_null(False)).join(
-        revision, on=["conversation_id", "followup_turn"], how="left", maintain_order="left"
-    )
-    is_seed = dsat["followup"].is_not_null() & (dsat["next_polarity"] == "sat").fill_null(False)
+    dsat = dsat.join(satisfied, on=["conversation_id", "followup_turn"], how="left", maintain_order="left")
+    is_seed = dsat["followup"].is_not_null() & dsat["_sat"].fill_null(False)
     if turns is not None:
         dsat = attach_context(dsat, turns).with_columns(dsat.select("score", "category", "detectors"))
     base = {"prompt": pl.col("context"), "rejected": _assistant(pl.col("response"))}
