@@ -97,7 +97,11 @@ def attach_context(exchanges: pl.DataFrame, turns: pl.DataFrame) -> pl.DataFrame
     t = turns.join(exchanges.select(cid).unique(), on=cid, how="semi")
     if not _grouped(t):
         t = t.sort(cid, "turn_index")
-    t = t.with_columns(pos=pl.int_range(pl.len(), dtype=pl.Int32).over(cid))
+    # each turn's position in its conversation: its row less the conversation's first row (the
+    # frame is grouped now; a window over the ids costs ~3x as much)
+    row = pl.int_range(pl.len(), dtype=pl.Int32)
+    first = pl.when((pl.col(cid) != pl.col(cid).shift(1)).fill_null(True)).then(row).forward_fill()
+    t = t.with_columns(pos=row - first)
     messages = t.group_by(cid, maintain_order=True).agg(
         messages=pl.struct(pl.col("role").cast(pl.String), "content").cast(MESSAGE_DTYPE)
     )
