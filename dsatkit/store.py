@@ -39,7 +39,9 @@ _RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
 WRITER_MEMORY = "192MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 WRITER_LANES = 2
-"""Tables inserted at once, each through a connection of its own: one insert keeps about one core busy."""
+"""Tables inserted at once, each through a connection of its own, and each insert on its lane's thread
+alone (DuckDB threads = 1): the lanes are the writer's parallelism. DuckDB's own worker thread on top
+made three writer threads on two cores (measured: 1M conversations 11.83 -> 11.45 s, mean of 5)."""
 ROW_GROUP_ROWS = 32_768
 """Rows per row group of the store (DuckDB's default: 122,880). A batch fills its tables' row groups
 in part, and the next batch's insert makes DuckDB write the part-filled tail again; smaller row
@@ -250,6 +252,7 @@ class RunWriter:
         # written blocks stream to the file; DuckDB would otherwise keep caching them up to 80% of
         # RAM, and peak memory would grow with the input instead of the batch
         self.con.execute(f"set memory_limit = '{WRITER_MEMORY}'")
+        self.con.execute("set threads = 1")  # see WRITER_LANES
         # a run only appends: row groups never need vacuuming, and merging the small ones of small
         # tables at every checkpoint rewrites them again and again
         self.con.execute("set max_vacuum_tasks = 0")
