@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -28,7 +28,7 @@ from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
 from dsatkit.pairs import dsat_and_pairs
 from dsatkit.progress import progress
-from dsatkit.readahead import read_ahead
+from dsatkit.readahead import ReadAhead
 from dsatkit.schema import DETECTIONS, empty
 from dsatkit.store import CACHE_NAME, RunWriter, connect
 
@@ -217,14 +217,15 @@ def mine(
     categories: Counter[str] = Counter()
     cascade: Counter[str] = Counter()
     files: set[str] = set()
+    # a reader thread reads the next batch while this one is mined ("read" times the wait for it);
+    # the first is read while the store and the detectors are set up
+    batches = ReadAhead(read_logs([str(p) for p in paths], config.read))
     cache = Cache(out / CACHE_NAME)
     writer = RunWriter(out, config.store.text_compression)
     try:
         detectors = [build_detector(n, config, cache) for n in config.detectors]
         with progress() as bar:
             task = bar.add_task("mining", total=None, unit="conversations")
-            # the next batch is read while this one is mined ("read" times the wait for it)
-            batches = read_ahead(read_logs([str(p) for p in paths], config.read))
             def process(batch) -> None:
                 # a function of its own, so that none of a batch's frames outlive it: while the next
                 # batch is read, only the writer still holds this one. The turns go to the store at
@@ -259,14 +260,13 @@ def mine(
                     writer.append_many([("dsat", dsat), ("pairs", pairs)])
                 bar.update(task, advance=n_conv)
 
-            with closing(batches):  # on an error, the reader thread stops before the writer aborts
-                while True:
-                    with timer("read"):
-                        batch = next(batches, None)
-                    if batch is None:
-                        break
-                    process(batch)
-                    del batch
+            while True:
+                with timer("read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                process(batch)
+                del batch
         summary.files = len(files)
         summary.quarantine_reasons = dict(reasons.most_common())
         summary.dsat_by_category = dict(categories.most_common())
@@ -296,5 +296,6 @@ def mine(
         writer.abort()
         raise
     finally:
+        batches.close()
         cache.close()
     return MineResult(out, summary, keepalive)

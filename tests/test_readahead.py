@@ -1,4 +1,4 @@
-"""read_ahead: the items in order, one produced ahead at most, errors where they happened, clean stops."""
+"""ReadAhead: the items in order, one produced ahead at most, errors where they happened, clean stops."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dsatkit.readahead import read_ahead
+from dsatkit.readahead import ReadAhead
 
 
 def test_items_come_in_order_and_at_most_one_ahead():
@@ -19,7 +19,7 @@ def test_items_come_in_order_and_at_most_one_ahead():
             yield i
 
     seen = []
-    for item in read_ahead(items()):
+    for item in ReadAhead(items()):
         time.sleep(0.02)  # the worker has time to run ahead, if it could
         assert len(produced) <= item + 2  # this one and the next
         seen.append(item)
@@ -34,7 +34,7 @@ def test_an_error_is_raised_at_the_item_where_it_happened():
 
     seen = []
     with pytest.raises(ValueError, match="bad file"):
-        seen.extend(read_ahead(items()))  # keeps what came before the error
+        seen.extend(ReadAhead(items()))  # keeps what came before the error
     assert seen == [1, 2]
 
 
@@ -47,9 +47,9 @@ def test_stopping_early_closes_the_source_in_its_thread():
         finally:
             closed.set()
 
-    gen = read_ahead(items())
+    gen = ReadAhead(items())
     assert next(gen) == 0
-    gen.close()  # what a failing caller's `closing(...)` does
+    gen.close()  # what a failing caller does
     assert closed.is_set()
     assert not [t for t in threading.enumerate() if t.name == "dsatkit-read"]
 
@@ -64,7 +64,7 @@ def test_the_next_item_is_produced_while_the_caller_holds_this_one():
             threads.add(threading.current_thread().name)
             yield i
 
-    for item in read_ahead(items()):
+    for item in ReadAhead(items()):
         if item < 2:  # the caller is still "working" on this item: the next one is under way already
             assert started[item + 1].wait(timeout=10)
     assert threads == {"dsatkit-read"}
@@ -100,3 +100,20 @@ def test_each_thread_has_its_own_duckdb_connection_for_the_frame_helpers():
     for t in threads:
         t.join()
     assert results == {"a": True, "b": True}
+
+
+def test_the_first_item_is_under_way_before_it_is_asked_for_and_close_works_before_any():
+    started, closed = threading.Event(), threading.Event()
+
+    def items():
+        try:
+            started.set()
+            yield from range(3)
+        finally:
+            closed.set()
+
+    ahead = ReadAhead(items())
+    assert started.wait(timeout=10)  # no next() yet: the setup of the caller overlaps the first read
+    ahead.close()
+    assert closed.is_set()
+    assert list(ahead) == []
