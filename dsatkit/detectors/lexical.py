@@ -245,6 +245,11 @@ def _gate(chunk: list[tuple[int, str]]) -> list[Pass]:
     return [Pass(r, (i,), anchored=False) for i, r in chunk]  # e.g. clashing named groups
 
 
+_REWRITES = r"```|['\"`“«「’‘´ʼ]|\s\s|[^\S ]|(?i:if|in case|when|unless|whether|maybe) "
+"""What `normalise` may rewrite besides case (code fences, quotes, apostrophes, a conditional's
+opening, whitespace runs): a text with none of it only needs lower-casing and stripping."""
+
+
 def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
     """Lower-case, mask code and quotes, unify apostrophes, collapse whitespace, strip."""
     return (
@@ -257,6 +262,11 @@ def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
         .str.replace_all(r"\s\s+|[^\S ]", " ")  # rewrite only runs and non-space whitespace: most turns need none
         .str.strip_chars()
     )
+
+
+def head(text: pl.Expr) -> pl.Expr:
+    """A turn's first characters, for a cheap test of whether it could repeat another."""
+    return text.str.strip_chars().str.slice(0, 4).str.to_lowercase()
 
 
 class LexicalDetector:
@@ -332,24 +342,29 @@ class LexicalDetector:
         # a long turn is mostly pasted material: match only the user's own opening, and trust it less
         # (the paste-boundary regex is costly, so it only sees the long turns)
         long_own = fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)
+        own = pl.concat([
+            distinct.filter(~pl.col("_long")).with_columns(_own=fb),
+            distinct.filter("_long").with_columns(_own=long_own),
+        ])
+        # most turns hold nothing `normalise` rewrites: those are only lower-cased and stripped
+        plain = own["_own"].str.contains(_REWRITES).not_()
         texts = (
             pl.concat([
-                distinct.filter(~pl.col("_long")).with_columns(_own=fb),
-                distinct.filter("_long").with_columns(_own=long_own),
+                own.filter(plain).with_columns(
+                    _text=pl.col("_own").str.slice(0, MAX_CHARS).str.to_lowercase().str.strip_chars()
+                ),
+                own.filter(~plain).with_columns(_text=normalise(pl.col("_own"))),
             ])
-            .with_columns(_text=normalise(pl.col("_own")))
             .filter(pl.col("_text").str.len_bytes() > 0)
+            .with_columns(_head=head(fb))
         )
-        evidence = texts.select("feedback", "_text", "_long").join(
+        evidence = texts.select("feedback", "_text", "_long", "_head").join(
             self._score_texts(texts.select(pl.col("_text").unique())), on="_text", how="left"
         )
         scored = rows.join(evidence, on="feedback", how="left", maintain_order="left")
         # the user re-sends (or extends) the request: a rephrase of the same ask. Normalising every
         # request is costly; only rows whose first characters agree can repeat it.
-        def head(e: pl.Expr) -> pl.Expr:
-            return e.str.strip_chars().str.slice(0, 4).str.to_lowercase()
-
-        same_start = head(pl.col("_req")) == head(pl.col("feedback"))
+        same_start = head(pl.col("_req")) == pl.col("_head")
         candidate = (pl.col("_text").is_not_null() & same_start).fill_null(False)
         req = normalise(pl.col("_req"), REPEAT_CHARS)
         scored = scored.with_row_index("_row")
