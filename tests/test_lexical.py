@@ -10,7 +10,17 @@ import polars as pl
 import pytest
 
 from dsatkit.detectors import Detector
-from dsatkit.detectors.lexical import GATE_CHARS, PRIOR, LexicalDetector, Pass, compile_groups, load_cues
+from dsatkit.detectors.lexical import (
+    _REWRITES,
+    GATE_CHARS,
+    MAX_CHARS,
+    PRIOR,
+    LexicalDetector,
+    Pass,
+    compile_groups,
+    load_cues,
+    normalise,
+)
 from dsatkit.errors import ConfigError
 from dsatkit.schema import DETECTIONS, EXCHANGES, conform
 from dsatkit.taxonomy import DSAT_CATEGORIES, SAT_CATEGORIES
@@ -201,3 +211,20 @@ def test_a_cue_table_whose_groups_share_capture_names_still_scores(tmp_path):
     assert out["category"].to_list() == [
         "negative_feedback", "factual_error", "negative_feedback", "revision", "gratitude", None
     ]
+
+
+def test_texts_the_rewrite_prefilter_passes_over_normalise_to_lower_case_and_strip_only():
+    """detect() only lower-cases and strips a text where `_REWRITES` finds nothing; that must be all
+    `normalise` would have done to it, also for upper-case conditionals and Unicode whitespace."""
+    frags = ["IF IT DOESN'T WORK", "if that fails", "When it crashes", "\u00a0", "\t", "  ", "\n", "```code```",
+             "'quoted wrong'", "“wrong”", "«faux»", "「错了」", "it’s wrong", "don´t", "`x`", "MAYBE it is wrong",
+             "In Case they break", "wrong", "Still WRONG", "спасибо", "不对", " padded "]
+    texts = [a + sep + b for a in frags for b in frags for sep in (" ", "", ", ")] + frags
+    frame = pl.DataFrame({"t": texts}).with_columns(
+        plain=pl.col("t").str.contains(_REWRITES).not_(),
+        full=normalise(pl.col("t")),
+        quick=pl.col("t").str.slice(0, MAX_CHARS).str.to_lowercase().str.strip_chars(),
+    )
+    plain = frame.filter("plain")
+    assert plain.height > 20 and plain["full"].equals(plain["quick"])
+    assert frame.filter(pl.col("full") != pl.col("quick"))["plain"].not_().all()
