@@ -55,10 +55,13 @@ _FROM_PAIR = {
 }
 """DSAT columns the `dsat` view takes from the exchange's 'dsat' pair (so that they are stored once)."""
 
+_FROM_RESPONSE_TURN = ("response", "model", "language", "source_file")
+"""Exchange columns the `exchanges` view reads from the response's own row of `turns`."""
 EXCHANGE_INDEX = pl.Schema(
-    {k: v for k, v in EXCHANGES.items() if k not in ("context", "request", "response", "feedback", "followup")}
+    {k: v for k, v in EXCHANGES.items() if k not in ("context", "request", "feedback", "followup", *_FROM_RESPONSE_TURN)}
 )
-"""What the store keeps of an exchange; the texts come from `turns` through the `exchanges` view."""
+"""What the store keeps of an exchange (ids and turn numbers); its texts, model, language and source
+file come from `turns` through the `exchanges` view."""
 
 TABLES: dict[str, pl.Schema] = {
     "turns": TURNS,
@@ -89,6 +92,9 @@ texts as (
     -- one pass over turns for the four texts of every exchange (four joins would scan it four times)
     select s.exchange_id,
            any_value(t.content) filter (where s.slot = 0) as response,
+           any_value(t.model) filter (where s.slot = 0) as model,
+           any_value(t.language) filter (where s.slot = 0) as language,
+           any_value(t.source_file) filter (where s.slot = 0) as source_file,
            any_value(t.content) filter (where s.slot = 1) as request,
            any_value(t.content) filter (where s.slot = 2) as feedback,
            any_value(t.content) filter (where s.slot = 3) as followup
@@ -102,7 +108,7 @@ conversations as (
 select x.exchange_id, x.conversation_id, x.response_turn,
        list_slice(c.messages, 1, list_position(c.turn_indexes, x.response_turn) - 1) as context,
        t.request, t.response, t.feedback, t.followup,
-       x.request_turn, x.feedback_turn, x.followup_turn, x.model, x.language, x.source_file
+       x.request_turn, x.feedback_turn, x.followup_turn, t.model, t.language, t.source_file
 from exchange_index x
 join texts t using (exchange_id)
 join conversations c using (conversation_id);

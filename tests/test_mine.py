@@ -16,6 +16,7 @@ import pytest
 
 from dsatkit.config import MineConfig, StoreConfig
 from dsatkit.errors import StoreError
+from dsatkit.exchanges import build_exchanges
 from dsatkit.pipeline import mine
 from dsatkit.store import DB_NAME, connect
 
@@ -98,6 +99,17 @@ def test_dsat_view_matches_the_export_and_the_exchanges(tmp_path: Path):
     assert view.select(texts.columns).equals(texts)
     tool = view.filter(pl.col("conversation_id") == "tool").row(0, named=True)
     assert (tool["request"], tool["response"]) == ("weather in paris?", "It is 30 degrees.")
+
+
+def test_exchanges_view_is_what_build_exchanges_gives(tmp_path: Path):
+    """The store keeps ids and turn numbers of an exchange; the view brings back its texts, context,
+    model, language and source file from `turns`: all as `build_exchanges` made them."""
+    logs = write_jsonl(tmp_path / "logs.jsonl", extra={"model": "m-1"})
+    result = mine([logs], tmp_path / "mined", LEXICAL)
+    view = result.exchanges.sort("exchange_id")
+    built = build_exchanges(result.table("turns")).sort("exchange_id")
+    assert view.height == 6 and view.select(built.columns).equals(built)
+    assert view["model"].unique().to_list() == ["m-1"] and view["source_file"].unique().to_list() == [str(logs)]
 
 
 def test_rerun_is_idempotent_and_keeps_run_history(logs: Path, tmp_path: Path):

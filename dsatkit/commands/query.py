@@ -95,14 +95,16 @@ def stats_command(
         ),
         "by category",
     )
-    for column in ("language", "model", "source_file"):
+    for column in ("language", "model", "source_file"):  # an exchange's are its response turn's
         _print_table(
             run_query(
                 store_dir,
-                f"select coalesce(e.{column}, '(unknown)') {column}, count(*) exchanges, "
+                f"select coalesce(t.{column}, '(unknown)') {column}, count(*) exchanges, "
                 "count(*) filter (where v.label) dsat, "
                 "round(100.0 * count(*) filter (where v.label) / count(*), 1) dsat_pct "
-                "from exchange_index e join verdicts v using (exchange_id) group by all order by exchanges desc limit 25",
+                "from exchange_index e join verdicts v using (exchange_id) "
+                "join turns t on t.conversation_id = e.conversation_id and t.turn_index = e.response_turn "
+                "group by all order by exchanges desc limit 25",
             ),
             f"by {column}",
         )
