@@ -245,7 +245,7 @@ def mine(
                     writer.append_many([("detections", detections), ("verdicts", verdicts)])
                 with timer("pairs"):
                     dsat, pairs = dsat_and_pairs(ex, verdicts, batch.turns)
-                n_conv = batch.turns["conversation_id"].n_unique()
+                n_conv = batch.conversations
                 summary.conversations += n_conv
                 summary.turns += batch.turns.height
                 summary.exchanges += ex.height

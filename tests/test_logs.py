@@ -91,7 +91,7 @@ def test_malformed_corpus_quarantines_exactly_the_bad_rows():
     _, expected, n_good = make_logs.malformed_lines()
     turns, quarantine, batches = read([LOGS / "malformed.jsonl"], max_message_chars=make_logs.MAX_CHARS)
     assert dict(Counter(quarantine["reason"].to_list())) == expected
-    assert turns["conversation_id"].n_unique() == n_good
+    assert turns["conversation_id"].n_unique() == n_good == sum(b.conversations for b in batches)
     assert sorted(turns["content"].to_list()) == sorted(["hi", "hello", "q", "a", "no id here", "numeric id"])
     assert turns.filter(pl.col("content") == "numeric id")["conversation_id"].item() == "7"
     # every non-blank line is either a kept conversation or a quarantine row
@@ -286,6 +286,7 @@ def test_empty_files_are_recorded_not_dropped(tmp_path):
 def test_batches_never_split_a_conversation(name, batch_rows):
     turns, _, batches = read([LOGS / name], batch_rows=batch_rows)
     owners = [set(b.turns["conversation_id"]) for b in batches]
+    assert [b.conversations for b in batches] == [len(ids) for ids in owners]
     for i, ids in enumerate(owners):
         for other in owners[i + 1 :]:
             assert not ids & other

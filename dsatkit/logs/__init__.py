@@ -43,6 +43,7 @@ class LogBatch:
     source_file: str
     format: str  # openai | sharegpt | wildchat | lmsys | turns; unknown (unreadable) | empty (no rows)
     rows_read: int  # input rows/lines consumed by this batch (good + bad)
+    conversations: int = 0  # kept conversations (distinct ids in `turns`)
 
 
 def read_logs(paths: Sequence[str | Path], config: ReadConfig) -> Iterator[LogBatch]:
@@ -191,8 +192,8 @@ def _batches(
     """Validate each front-end batch; flat tables carry the conversations that may continue into the next one."""
 
     def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
-        turns, quarantine = to_turns(c, m, raw, path, config.max_message_chars, seen)
-        return LogBatch(turns, quarantine, path, plan.fmt.name, rows)
+        turns, quarantine, kept = to_turns(c, m, raw, path, config.max_message_chars, seen)
+        return LogBatch(turns, quarantine, path, plan.fmt.name, rows, kept)
 
     if plan.fmt.messages is not None:
         for c, m, raw in frames:

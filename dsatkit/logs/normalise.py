@@ -126,8 +126,9 @@ def _issue(max_chars: int) -> pl.Expr:
 
 def to_turns(
     c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, source_file: str, max_chars: int, seen: SeenIds
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Validate a batch's conversations: (TURNS of the good ones, QUARANTINE of the rest)."""
+) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """Validate a batch's conversations: (TURNS of the good ones, QUARANTINE of the rest, how many
+    good ones; each has a message at least, and an id of its own)."""
     # a log spells its roles a handful of ways: each distinct spelling is normalised once
     spellings = m.select(pl.col("m_role").drop_nulls().unique()).with_columns(
         role=pl.col("m_role").str.strip_chars().str.to_lowercase()
@@ -174,7 +175,7 @@ def to_turns(
     rejected = pl.concat([bad.select(pl.col("_brow").alias("_row"), "reason"), siblings]).unique(
         "_row", keep="first", maintain_order=True
     )
-    return conform(turns, TURNS), q.quarantine_frame(rejected, raw, source_file)
+    return conform(turns, TURNS), q.quarantine_frame(rejected, raw, source_file), good.height
 
 
 def _coalesce(t: pl.DataFrame, name: str) -> pl.Expr:
