@@ -269,6 +269,8 @@ def test_cli_mine_sql_stats(logs: Path, tmp_path: Path):
     r = run_cli("stats", str(out))
     assert r.returncode == 0, r.stderr
     assert "by category" in r.stdout and "by source_file" in r.stdout
+    by_language = r.stdout.split("by language")[1].split("by model")[0]
+    assert "(unknown)" in by_language and "6" in by_language  # 6 exchanges, all without a language
 
 
 def test_cli_user_errors_are_one_line_with_hint(logs: Path, tmp_path: Path):

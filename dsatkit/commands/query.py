@@ -95,19 +95,23 @@ def stats_command(
         ),
         "by category",
     )
-    for column in ("language", "model", "source_file"):  # an exchange's are its response turn's
-        _print_table(
-            run_query(
-                store_dir,
-                f"select coalesce(t.{column}, '(unknown)') {column}, count(*) exchanges, "
-                "count(*) filter (where v.label) dsat, "
-                "round(100.0 * count(*) filter (where v.label) / count(*), 1) dsat_pct "
-                "from exchange_index e join verdicts v using (exchange_id) "
-                "join turns t on t.conversation_id = e.conversation_id and t.turn_index = e.response_turn "
-                "group by all order by exchanges desc limit 25",
-            ),
-            f"by {column}",
-        )
+    # an exchange's language, model and source file are its response turn's: one join with turns,
+    # grouped three ways
+    columns = ("language", "model", "source_file")
+    groups = run_query(
+        store_dir,
+        "select grouping(t.language, t.model, t.source_file) g, "
+        + ", ".join(f"coalesce(t.{c}, '(unknown)') {c}" for c in columns)
+        + ", count(*) exchanges, count(*) filter (where v.label) dsat, "
+        "round(100.0 * count(*) filter (where v.label) / count(*), 1) dsat_pct "
+        "from exchange_index e join verdicts v using (exchange_id) "
+        "join turns t on t.conversation_id = e.conversation_id and t.turn_index = e.response_turn "
+        "group by grouping sets ((t.language), (t.model), (t.source_file)) order by exchanges desc",
+    )
+    for i, column in enumerate(columns):
+        mask = 0b111 ^ (1 << (len(columns) - 1 - i))  # grouping() sets the bits of the columns left out
+        part = groups.filter(pl.col("g") == mask).select(column, "exchanges", "dsat", "dsat_pct").head(25)
+        _print_table(part, f"by {column}")
     _print_table(
         run_query(store_dir, "select reason, count(*) n from quarantine group by all order by n desc"),
         "quarantine",
