@@ -250,17 +250,42 @@ _REWRITES = r"```|['\"`“«「’‘´ʼ]|\s\s|[^\S ]|(?i:if|in case|when|unles
 opening, whitespace runs): a text with none of it only needs lower-casing and stripping."""
 
 
-def normalise(text: pl.Expr, max_chars: int = MAX_CHARS) -> pl.Expr:
-    """Lower-case, mask code and quotes, unify apostrophes, collapse whitespace, strip."""
+def normalise(text: pl.Expr, max_chars: int = MAX_CHARS, rewrite: bool = True) -> pl.Expr:
+    """Lower-case, mask code and quotes, unify apostrophes, collapse whitespace, strip.
+
+    `rewrite=False` only lower-cases and strips: all that texts without `_REWRITES` need."""
+    text = text.str.slice(0, max_chars).str.to_lowercase()
+    if rewrite:
+        text = (
+            text.str.replace_all(_CODE, " ")
+            .str.replace_all(_QUOTED, " ‹q› ")
+            .str.replace_all(r"[’‘´ʼ]", "'")
+            .str.replace_all(_CONDITIONAL, " ‹if› ")
+            .str.replace_all(r"\s\s+|[^\S ]", " ")  # rewrite only runs and non-space whitespace: most turns need none
+        )
+    return text.str.strip_chars()
+
+
+def _normalised(feedback: pl.DataFrame) -> pl.DataFrame:
+    """Distinct feedback texts -> (feedback, _text: what the cues are matched on, _long, _head)."""
+    fb = pl.col("feedback")
+    distinct = feedback.with_columns(_long=fb.str.len_chars() > LONG_CHARS)
+    # a long turn is mostly pasted material: match only the user's own opening, and trust it less
+    # (the paste-boundary regex is costly, so it only sees the long turns)
+    long_own = fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)
+    own = pl.concat([
+        distinct.filter(~pl.col("_long")).with_columns(_own=fb),
+        distinct.filter("_long").with_columns(_own=long_own),
+    ])
+    # most turns hold nothing `normalise` rewrites besides case: those skip the rewriting passes
+    plain = own["_own"].str.contains(_REWRITES).not_()
     return (
-        text.str.slice(0, max_chars)
-        .str.to_lowercase()
-        .str.replace_all(_CODE, " ")
-        .str.replace_all(_QUOTED, " ‹q› ")
-        .str.replace_all(r"[’‘´ʼ]", "'")
-        .str.replace_all(_CONDITIONAL, " ‹if› ")
-        .str.replace_all(r"\s\s+|[^\S ]", " ")  # rewrite only runs and non-space whitespace: most turns need none
-        .str.strip_chars()
+        pl.concat([
+            own.filter(plain).with_columns(_text=normalise(pl.col("_own"), rewrite=False)),
+            own.filter(~plain).with_columns(_text=normalise(pl.col("_own"))),
+        ])
+        .filter(pl.col("_text").str.len_bytes() > 0)
+        .select("feedback", "_text", "_long", _head=head(fb))
     )
 
 
@@ -337,28 +362,8 @@ class LexicalDetector:
         rows = exchanges.select("exchange_id", "feedback", _req=request)
         # real logs repeat feedback ("continue", "thanks", "wrong") thousands of times: normalise and
         # match each distinct text once
-        fb = pl.col("feedback")
-        distinct = rows.select(fb.drop_nulls().unique()).with_columns(_long=fb.str.len_chars() > LONG_CHARS)
-        # a long turn is mostly pasted material: match only the user's own opening, and trust it less
-        # (the paste-boundary regex is costly, so it only sees the long turns)
-        long_own = fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)
-        own = pl.concat([
-            distinct.filter(~pl.col("_long")).with_columns(_own=fb),
-            distinct.filter("_long").with_columns(_own=long_own),
-        ])
-        # most turns hold nothing `normalise` rewrites: those are only lower-cased and stripped
-        plain = own["_own"].str.contains(_REWRITES).not_()
-        texts = (
-            pl.concat([
-                own.filter(plain).with_columns(
-                    _text=pl.col("_own").str.slice(0, MAX_CHARS).str.to_lowercase().str.strip_chars()
-                ),
-                own.filter(~plain).with_columns(_text=normalise(pl.col("_own"))),
-            ])
-            .filter(pl.col("_text").str.len_bytes() > 0)
-            .with_columns(_head=head(fb))
-        )
-        evidence = texts.select("feedback", "_text", "_long", "_head").join(
+        texts = _normalised(rows.select(pl.col("feedback").drop_nulls().unique()))
+        evidence = texts.join(
             self._score_texts(texts.select(pl.col("_text").unique())), on="_text", how="left"
         )
         scored = rows.join(evidence, on="feedback", how="left", maintain_order="left")
