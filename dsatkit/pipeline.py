@@ -53,7 +53,11 @@ class MineSummary(BaseModel):
     dsat_by_category: dict[str, int] = Field(default_factory=dict)
     pairs: int = 0
     seed_pairs: int = 0
-    timings_s: dict[str, float] = Field(default_factory=dict)
+    timings_s: dict[str, float] = Field(
+        default_factory=dict,
+        description="the main thread's seconds per stage; 'read' is its wait for the reader thread, which "
+        "reads the next batch while this one is mined, and 'store' its wait for the writer threads",
+    )
     detectors: dict[str, dict] = Field(default_factory=dict, description="per-detector stats")
     judge_cascade: dict[str, int] = Field(
         default_factory=dict, description="exchanges eligible for the judge, sent to it, and calls saved"
