@@ -19,6 +19,13 @@ from dsatkit.hashing import md5_of
 from dsatkit.schema import EXCHANGES, MESSAGE_DTYPE, TURNS, conform
 
 _ROW = pl.col("row")
+_CID = pl.col("conversation_id")
+
+
+def _edge(step: int) -> pl.Expr:
+    """Whether a row of a grouped frame opens (step 1) or closes (step -1) its conversation; the
+    frame's own first and last row do (there the shifted id is null)."""
+    return (_CID != _CID.shift(step)).fill_null(True)
 
 
 def _rows_of(role: str, direction: str) -> pl.Expr:
@@ -34,9 +41,9 @@ def _rows_of(role: str, direction: str) -> pl.Expr:
 def _grouped(t: pl.DataFrame) -> bool:
     """Whether each conversation's turns are contiguous and in turn order, as `read_logs` yields
     them (checking is ~10x cheaper than the sort it saves)."""
-    cid, turn = pl.col("conversation_id"), pl.col("turn_index")
-    new = (cid != cid.shift(1)).fill_null(True)
-    found = t.select(starts=new.sum(), ordered=(new | (turn > turn.shift(1))).all(), ids=cid.n_unique())
+    turn = pl.col("turn_index")
+    new = _edge(1)
+    found = t.select(starts=new.sum(), ordered=(new | (turn > turn.shift(1))).all(), ids=_CID.n_unique())
     return bool(found["ordered"].item()) and found["starts"].item() == found["ids"].item()
 
 
@@ -47,15 +54,13 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
     stages never read it); `attach_context` fills it later for the rows that need it.
     """
     t = conform(turns, TURNS)
-    cid = pl.col("conversation_id")
     if not _grouped(t):
         t = t.sort("conversation_id", "turn_index")
     t = t.with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64), role=pl.col("role").cast(pl.String))
-    # the first and last row of each row's conversation (the frame's own first and last row open
-    # and close one too: there the shifted id is null)
+    # the first and last row of each row's conversation
     t = t.with_columns(
-        conv_start=pl.when((cid != cid.shift(1)).fill_null(True)).then(_ROW).forward_fill(),
-        conv_end=pl.when((cid != cid.shift(-1)).fill_null(True)).then(_ROW).backward_fill(),
+        conv_start=pl.when(_edge(1)).then(_ROW).forward_fill(),
+        conv_end=pl.when(_edge(-1)).then(_ROW).backward_fill(),
     )
     t = t.with_columns(
         next_user=_rows_of("user", "next"),
@@ -100,8 +105,7 @@ def attach_context(exchanges: pl.DataFrame, turns: pl.DataFrame) -> pl.DataFrame
     # each turn's position in its conversation: its row less the conversation's first row (the
     # frame is grouped now; a window over the ids costs ~3x as much)
     row = pl.int_range(pl.len(), dtype=pl.Int32)
-    first = pl.when((pl.col(cid) != pl.col(cid).shift(1)).fill_null(True)).then(row).forward_fill()
-    t = t.with_columns(pos=row - first)
+    t = t.with_columns(pos=row - pl.when(_edge(1)).then(row).forward_fill())
     messages = t.group_by(cid, maintain_order=True).agg(
         messages=pl.struct(pl.col("role").cast(pl.String), "content").cast(MESSAGE_DTYPE)
     )

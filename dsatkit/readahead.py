@@ -17,8 +17,8 @@ class ReadAhead(Generic[T]):
 
     The thread starts at once, so the first item is under way while the caller sets up. At most one
     item is produced ahead, so memory holds one batch more than without. An exception raised by
-    `items` is raised by `next`, at the item where it happened. `close` (or the end of a `with`
-    block) stops the thread and closes `items` in it; call it when the caller fails or stops early.
+    `items` is raised by `next`, at the item where it happened. `close` stops the thread and closes
+    `items` in it; call it when the caller fails or stops early.
     """
 
     def __init__(self, items: Iterable[T], name: str = "dsatkit-read"):
@@ -70,9 +70,3 @@ class ReadAhead(Generic[T]):
         self._stop.set()
         self._permit.release()
         self._worker.join()
-
-    def __enter__(self) -> ReadAhead[T]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

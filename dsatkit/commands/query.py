@@ -109,7 +109,8 @@ def stats_command(
         "group by grouping sets ((t.language), (t.model), (t.source_file)) order by exchanges desc",
     )
     for i, column in enumerate(columns):
-        mask = 0b111 ^ (1 << (len(columns) - 1 - i))  # grouping() sets the bits of the columns left out
+        # grouping() sets a bit for each column left out of the set, the first column highest
+        mask = ((1 << len(columns)) - 1) ^ (1 << (len(columns) - 1 - i))
         part = groups.filter(pl.col("g") == mask).select(column, "exchanges", "dsat", "dsat_pct").head(25)
         _print_table(part, f"by {column}")
     _print_table(

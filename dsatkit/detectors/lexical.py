@@ -334,7 +334,7 @@ class LexicalDetector:
         texts = texts.with_columns(matched).filter(pl.any_horizontal(pl.col(r"^_m\d+$")))
         # a gate that let no text through needs none of its groups' regexes: Polars compiles each
         # regex again once 32 others were used on the thread, and there are more groups than that
-        fired = texts.select(pl.col(r"^_m\d+$").any()).row(0) if texts.height else ()
+        fired = texts.select(pl.col(r"^_m\d+$").any()).row(0) if texts.height else [False] * len(self.passes)
         first, hits = [], []
         for j, p in enumerate(self.passes):
             if p.anchored:
@@ -342,7 +342,7 @@ class LexicalDetector:
                 hits += [pl.col(f"_p{j}").struct.field(_capture(i)).alias(f"_h{i}") for i in p.groups]
             elif len(p.groups) == 1:
                 hits.append(text.str.extract(p.regex, 1).alias(f"_h{p.groups[0]}"))
-            elif not fired or not fired[j]:
+            elif not fired[j]:
                 hits += [pl.lit(None, pl.String).alias(f"_h{i}") for i in p.groups]
             else:  # the texts the gate lets through, null elsewhere (string kernels skip nulls)
                 first.append(pl.when(f"_m{j}").then(text).alias(f"_p{j}"))
