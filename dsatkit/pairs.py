@@ -45,8 +45,10 @@ def dsat_and_pairs(
     seed_pairs = dsat.filter(is_seed).with_columns(
         **base, chosen=_assistant(pl.col("followup")), origin=pl.lit("seed")
     )
-    pairs = pl.concat([conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)]).sort("origin", "exchange_id")
-    return conform(dsat, DSAT).sort("exchange_id"), pairs
+    # in the exchanges' (the logs') order, the DSAT pairs before the seed ones: a run's output order
+    # is deterministic without a sort, which would copy every prompt once more
+    pairs = pl.concat([conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)])
+    return conform(dsat, DSAT), pairs
 
 
 def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:
