@@ -25,17 +25,20 @@ def dsat_and_pairs(
 
     When `exchanges` was built without context, pass the `turns` to fill it for the DSAT rows only.
     """
-    # only the DSAT and the SAT verdicts matter (a tenth and a quarter of the exchanges, typically):
-    # joining those, not every verdict, keeps the hash tables small
-    dsat = exchanges.join(
-        verdicts.filter(pl.col("label")).select("exchange_id", "category", "score", "detectors"),
-        on="exchange_id", how="inner", maintain_order="left",
-    )
+    verdicts = verdicts.select("exchange_id", "label", "polarity", "category", "score", "detectors")
+    if verdicts.height == exchanges.height and (verdicts["exchange_id"] == exchanges["exchange_id"]).all():
+        # row for row, as the pipeline's single-detector verdicts come: no join needed
+        judged = pl.concat([exchanges, verdicts.drop("exchange_id")], how="horizontal")
+        dsat = judged.filter(pl.col("label"))
+        sat = judged.filter(pl.col("polarity") == "sat")
+    else:
+        # only the DSAT and the SAT verdicts matter (a tenth and a quarter of the exchanges, typically):
+        # joining those, not every verdict, keeps the hash tables small
+        dsat = exchanges.join(verdicts.filter(pl.col("label")), on="exchange_id", how="inner", maintain_order="left")
+        sat = exchanges.join(verdicts.filter(pl.col("polarity") == "sat"), on="exchange_id", how="semi")
     # a SAT exchange whose response is a DSAT exchange's followup: the user was satisfied by the
     # revision (a natural DSAT -> SAT pair)
-    satisfied = exchanges.join(verdicts.filter(pl.col("polarity") == "sat"), on="exchange_id", how="semi").select(
-        "conversation_id", pl.col("response_turn").alias("followup_turn"), _sat=pl.lit(True)
-    )
+    satisfied = sat.select("conversation_id", pl.col("response_turn").alias("followup_turn"), _sat=pl.lit(True))
     dsat = dsat.join(satisfied, on=["conversation_id", "followup_turn"], how="left", maintain_order="left")
     is_seed = dsat["followup"].is_not_null() & dsat["_sat"].fill_null(False)
     if turns is not None:

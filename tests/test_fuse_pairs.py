@@ -8,7 +8,7 @@ import pytest
 from dsatkit.config import FuseConfig
 from dsatkit.exchanges import build_exchanges
 from dsatkit.fuse import fuse
-from dsatkit.pairs import build_pairs
+from dsatkit.pairs import build_pairs, dsat_and_pairs
 from dsatkit.schema import DETECTIONS, PAIRS, TURNS, VERDICTS, conform
 
 
@@ -115,3 +115,17 @@ def test_pairs_dsat_rows_and_natural_seed_pairs():
     assert row["rejected"] == [{"role": "assistant", "content": "Sydney."}]
     assert row["chosen"] == [{"role": "assistant", "content": "Canberra."}]
     assert row["feedback"] == "wrong, it's not sydney"
+
+
+def test_pairs_are_the_same_whether_verdicts_come_row_for_row_or_in_any_order():
+    """Verdicts aligned with the exchanges skip the joins; any other order (or a subset) joins."""
+    ex = _conversation()
+    v = _verdicts_for(ex, {("c", 1): "dsat", ("c", 3): "sat", ("d", 1): "dsat", ("d", 3): "dsat"})
+    aligned = dsat_and_pairs(ex, v)
+    for other in (v.reverse(), v.sample(fraction=1.0, shuffle=True, seed=3), v.head(v.height - 1)):
+        dsat, pairs = dsat_and_pairs(ex, other)
+        if other.height == v.height:
+            assert dsat.equals(aligned[0]) and pairs.equals(aligned[1])
+        else:  # the exchange left out has no verdict, so no DSAT record
+            assert dsat.equals(aligned[0].filter(pl.col("exchange_id") != v["exchange_id"][-1]))
+    assert aligned[1].filter(pl.col("origin") == "seed").height == 1
