@@ -152,18 +152,20 @@ def _compact(frame: pl.DataFrame) -> pa.Table:
     return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def _codecs(schema: pa.Schema, text_codec: str) -> dict[str, str]:
-    """Parquet codec per leaf column: message text (plain or nested) `text_codec`, the rest snappy.
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """The parquet leaf column paths of an Arrow schema ("prompt.list.element.content").
 
-    pyarrow takes per-column codecs by leaf path only ("prompt.list.element.content"; a nested
-    column's own name is ignored and its leaves go uncompressed), so the paths come from the
-    parquet schema of the Arrow one.
+    pyarrow takes per-column codecs and statistics by leaf path only (a nested column's own name
+    is ignored), so the paths come from the parquet schema of an empty file.
     """
     empty_file = io.BytesIO()
     pq.write_table(schema.empty_table(), empty_file)
     leaves = pq.read_metadata(io.BytesIO(empty_file.getvalue())).schema
-    paths = [leaves.column(i).path for i in range(len(leaves))]
-    return {p: text_codec if p.split(".")[0] in _TEXT_COLUMNS else "snappy" for p in paths}
+    return [leaves.column(i).path for i in range(len(leaves))]
+
+
+def _is_text(path: str) -> bool:
+    return path.split(".")[0] in _TEXT_COLUMNS
 
 
 def _remove(path: Path) -> None:
@@ -304,11 +306,14 @@ class RunWriter:
         writer = self._exports.get(table)
         if writer is None:
             # dictionaries only where values repeat (ids, categories, models), never on message text;
-            # text is compressed as in the store (snappy costs ~0.6 CPU-s per 1M conversations)
-            repeated = [c for c in data.schema.names if c not in _TEXT_COLUMNS]
+            # text is compressed as in the store (snappy costs ~0.6 CPU-s per 1M conversations);
+            # min/max statistics of message text and hash ids prune nothing, and cost ~10% of the write
+            paths = _leaf_paths(data.schema)
             writer = self._exports[table] = pq.ParquetWriter(
-                self._export_paths[table], data.schema, use_dictionary=repeated,
-                compression=_codecs(data.schema, self.text_compression),
+                self._export_paths[table], data.schema,
+                use_dictionary=[c for c in data.schema.names if c not in _TEXT_COLUMNS],
+                compression={p: self.text_compression if _is_text(p) else "snappy" for p in paths},
+                write_statistics=[p for p in paths if not _is_text(p)],
             )
         writer.write_table(data)
 

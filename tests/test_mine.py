@@ -136,6 +136,9 @@ def test_zstd_text_compression_stores_the_same_content(logs: Path, tmp_path: Pat
             group = pq.ParquetFile(tmp_path / d / f"{name}.parquet").metadata.row_group(0)
             codecs = {group.column(i).path_in_schema: group.column(i).compression for i in range(group.num_columns)}
             assert codecs[text] == codec and codecs["exchange_id"] == codec and codecs["category"] == "SNAPPY"
+            # min/max statistics where they can prune (scores, categories), not on message text or ids
+            stats = {group.column(i).path_in_schema: group.column(i).is_stats_set for i in range(group.num_columns)}
+            assert stats["score"] and stats["category"] and not stats[text] and not stats["exchange_id"]
 
 
 def test_python_api_without_out_dir(logs: Path):
