@@ -22,10 +22,10 @@ _ROW = pl.col("row")
 _CID = pl.col("conversation_id")
 
 
-def _edge(step: int) -> pl.Expr:
-    """Whether a row of a grouped frame opens (step 1) or closes (step -1) its conversation; the
-    frame's own first and last row do (there the shifted id is null)."""
-    return (_CID != _CID.shift(step)).fill_null(True)
+_OPENS = (_CID != _CID.shift(1)).fill_null(True)
+"""Whether a row of a grouped frame opens its conversation (the frame's first row does)."""
+_NEW = pl.col("_new")
+"""`_OPENS`, computed once (ids are strings: comparing them is the costly part)."""
 
 
 def _rows_of(role: str, direction: str) -> pl.Expr:
@@ -38,13 +38,16 @@ def _rows_of(role: str, direction: str) -> pl.Expr:
     return pl.when(found >= pl.col("conv_start")).then(found)
 
 
-def _grouped(t: pl.DataFrame) -> bool:
-    """Whether each conversation's turns are contiguous and in turn order, as `read_logs` yields
-    them (checking is ~10x cheaper than the sort it saves)."""
+def _grouped(t: pl.DataFrame) -> pl.DataFrame:
+    """`t` with `_new` (`_OPENS`), each conversation's turns contiguous and in turn order: as
+    `read_logs` yields them (checking is ~10x cheaper than the sort it saves), or sorted."""
+    t = t.with_columns(_new=_OPENS)
     turn = pl.col("turn_index")
-    new = _edge(1)
-    found = t.select(starts=new.sum(), ordered=(new | (turn > turn.shift(1))).all(), ids=_CID.n_unique())
-    return bool(found["ordered"].item()) and found["starts"].item() == found["ids"].item()
+    # contiguous: no id opens two runs, so the ids at the run starts are all distinct
+    found = t.select(ordered=(_NEW | (turn > turn.shift(1))).all(), starts=_NEW.sum(), ids=_CID.filter(_NEW).n_unique())
+    if found["ordered"].item() and found["starts"].item() == found["ids"].item():
+        return t
+    return t.sort("conversation_id", "turn_index").with_columns(_new=_OPENS)
 
 
 def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
@@ -53,14 +56,11 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
     With `context=False` the context column stays null (it is the costliest column, and most
     stages never read it); `attach_context` fills it later for the rows that need it.
     """
-    t = conform(turns, TURNS)
-    if not _grouped(t):
-        t = t.sort("conversation_id", "turn_index")
-    t = t.with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64), role=pl.col("role").cast(pl.String))
-    # the first and last row of each row's conversation
+    t = _grouped(conform(turns, TURNS)).with_columns(row=pl.int_range(pl.len(), dtype=pl.Int64))
+    # the first and last row of each row's conversation (a row closes it where the next one opens one)
     t = t.with_columns(
-        conv_start=pl.when(_edge(1)).then(_ROW).forward_fill(),
-        conv_end=pl.when(_edge(-1)).then(_ROW).backward_fill(),
+        conv_start=pl.when(_NEW).then(_ROW).forward_fill(),
+        conv_end=pl.when(_NEW.shift(-1, fill_value=True)).then(_ROW).backward_fill(),
     )
     t = t.with_columns(
         next_user=_rows_of("user", "next"),
@@ -99,13 +99,11 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
 def attach_context(exchanges: pl.DataFrame, turns: pl.DataFrame) -> pl.DataFrame:
     """Fill the `context` column of `exchanges` from the `turns` of their conversations."""
     cid = "conversation_id"
-    t = turns.join(exchanges.select(cid).unique(), on=cid, how="semi")
-    if not _grouped(t):
-        t = t.sort(cid, "turn_index")
+    t = _grouped(turns.join(exchanges.select(cid).unique(), on=cid, how="semi"))
     # each turn's position in its conversation: its row less the conversation's first row (the
     # frame is grouped now; a window over the ids costs ~3x as much)
     row = pl.int_range(pl.len(), dtype=pl.Int32)
-    t = t.with_columns(pos=row - pl.when(_edge(1)).then(row).forward_fill())
+    t = t.with_columns(pos=row - pl.when(_NEW).then(row).forward_fill())
     messages = t.group_by(cid, maintain_order=True).agg(
         messages=pl.struct(pl.col("role").cast(pl.String), "content").cast(MESSAGE_DTYPE)
     )
