@@ -14,7 +14,7 @@ import polars as pl
 from dsatkit.hashing import md5_of
 from dsatkit.logs import quarantine as q
 from dsatkit.logs.formats import ROLE_ALIASES
-from dsatkit.schema import TURNS, conform
+from dsatkit.schema import ROLE_DTYPE, TURNS, conform
 
 
 class SeenIds:
@@ -136,7 +136,7 @@ def to_turns(
         .replace_strict(ROLE_ALIASES, default=None, return_dtype=pl.String)
     )
     m = m.with_columns(
-        role=pl.col("m_role").replace_strict(spellings["m_role"], spellings["role"], default=None, return_dtype=pl.String)
+        role=pl.col("m_role").replace_strict(spellings["m_role"], spellings["role"], default=None, return_dtype=ROLE_DTYPE)
     ).with_columns(_issue=_issue(max_chars))
     worst = (
         m.filter(pl.col("_issue").is_not_null())
