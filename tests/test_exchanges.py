@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from dsatkit.exchanges import build_exchanges
+from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.schema import EXCHANGES, TURNS, conform
 
 
@@ -116,3 +116,21 @@ def test_turn_indexes_with_gaps():
     ex = build_exchanges(turns([("c", 10, "user", "q"), ("c", 20, "assistant", "a"), ("c", 30, "user", "thx")]))
     row = ex.row(0, named=True)
     assert row["response_turn"] == 20 and row["feedback"] == "thx"
+
+
+def test_attach_context_fills_from_any_turns_frame():
+    """Context filled later (the pipeline builds exchanges without it) equals context built at once,
+    whatever the order of the turns; a response missing from the turns gets none."""
+    rows = [("a", 0, "system", "be brief"), ("a", 1, "user", "q"), ("a", 2, "assistant", "r"),
+            ("b", 0, "assistant", "hello"), ("b", 1, "user", "q2"), ("b", 2, "assistant", "r2"), ("b", 3, "user", "ok")]
+    t = turns(rows)
+    built = build_exchanges(t)
+    bare = build_exchanges(t, context=False)
+    assert bare["context"].is_null().all()
+    assert attach_context(bare, t).equals(built)
+    assert attach_context(bare, turns(list(reversed(rows)))).equals(built)
+    assert by_response(built)[("b", 0)]["context"] == []
+    assert [m["role"] for m in by_response(built)[("a", 2)]["context"]] == ["system", "user"]
+    lost = pl.concat([bare.head(1), bare.head(1).with_columns(conversation_id=pl.lit("z")),
+                      bare.head(1).with_columns(response_turn=pl.lit(9, pl.Int32))])
+    assert attach_context(lost, t)["context"].to_list() == [built["context"][0].to_list(), None, None]
