@@ -267,25 +267,28 @@ def normalise(text: pl.Expr, max_chars: int = MAX_CHARS, rewrite: bool = True) -
 
 
 def _normalised(feedback: pl.DataFrame) -> pl.DataFrame:
-    """Distinct feedback texts -> (feedback, _text: what the cues are matched on, _long, _head)."""
+    """Distinct feedback texts -> (feedback, _text: what the cues are matched on, _long, _head).
+
+    One lazy query: Polars runs its independent branches side by side (as eager steps, the main
+    thread ran them one after another: measured 0.37 -> 0.24 s per 1M conversations)."""
     fb = pl.col("feedback")
-    distinct = feedback.with_columns(_long=fb.str.len_chars() > LONG_CHARS)
+    distinct = feedback.lazy().with_columns(_long=fb.str.len_chars() > LONG_CHARS)
     # a long turn is mostly pasted material: match only the user's own opening, and trust it less
     # (the paste-boundary regex is costly, so it only sees the long turns)
     long_own = fb.str.extract(_PASTE, 1).fill_null(fb).str.slice(0, HEAD_CHARS)
     own = pl.concat([
         distinct.filter(~pl.col("_long")).with_columns(_own=fb),
         distinct.filter("_long").with_columns(_own=long_own),
-    ])
+    ]).with_columns(_plain=pl.col("_own").str.contains(_REWRITES).not_())
     # most turns hold nothing `normalise` rewrites besides case: those skip the rewriting passes
-    plain = own["_own"].str.contains(_REWRITES).not_()
     return (
         pl.concat([
-            own.filter(plain).with_columns(_text=normalise(pl.col("_own"), rewrite=False)),
-            own.filter(~plain).with_columns(_text=normalise(pl.col("_own"))),
+            own.filter("_plain").with_columns(_text=normalise(pl.col("_own"), rewrite=False)),
+            own.filter(~pl.col("_plain")).with_columns(_text=normalise(pl.col("_own"))),
         ])
         .filter(pl.col("_text").str.len_bytes() > 0)
         .select("feedback", "_text", "_long", _head=head(fb))
+        .collect()
     )
 
 
