@@ -219,8 +219,12 @@ class _Table:
 
     def insert(self, frame: pl.DataFrame) -> None:
         t0 = time.perf_counter()
-        # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own
-        data = frame.rechunk() if frame.n_chunks() > 1 else frame  # noqa: F841 (read by DuckDB)
+        # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own.
+        # Handed over as string views: a Polars frame goes to DuckDB through `to_arrow()`, which copies
+        # every string into the old offsets layout (measured: ~0.6 CPU-s of the turns' inserts at 1M)
+        data = (frame.rechunk() if frame.n_chunks() > 1 else frame).to_arrow(  # noqa: F841 (read by DuckDB)
+            compat_level=pl.CompatLevel.newest()
+        )
         if not self.uncommitted:
             self.con.execute("begin transaction")
         self.con.execute(f"insert into {self.name} by name select {self.columns} from data")
