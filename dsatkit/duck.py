@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 
 import duckdb
+import polars as pl
+import pyarrow as pa
 
 _local = threading.local()
 
@@ -22,3 +24,10 @@ def local_connection() -> duckdb.DuckDBPyConnection:
         con = _local.con = duckdb.connect()
         con.execute("set threads = 1")
     return con
+
+
+def arrow_of(frame: pl.DataFrame) -> pa.Table:
+    """`frame` as Arrow for DuckDB to read, strings as views (zero copy). DuckDB reads a Polars frame
+    through its `to_arrow()`, which copies every string into the old offsets layout first
+    (measured: ~0.6 CPU-s of the store's inserts per 1M conversations)."""
+    return frame.to_arrow(compat_level=pl.CompatLevel.newest())

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from dsatkit.duck import local_connection
+from dsatkit.duck import arrow_of, local_connection
 
 
 def md5_hex(values: pl.Series) -> pl.Series:
     """md5 hex digest of each string (nulls hash as the empty string), stable across versions."""
-    frame = pl.DataFrame({"v": values.cast(pl.String).fill_null("")})  # noqa: F841 (read by DuckDB)
+    frame = arrow_of(pl.DataFrame({"v": values.cast(pl.String).fill_null("")}))  # noqa: F841 (read by DuckDB)
     out = local_connection().sql("select md5(v) as h from frame").pl()["h"]
     return out.alias(values.name)
 

@@ -24,6 +24,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dsatkit.duck import arrow_of
 from dsatkit.errors import StoreError
 from dsatkit.schema import DETECTIONS, DSAT, EXCHANGES, PAIRS, QUARANTINE, TURNS, VERDICTS, empty
 from dsatkit.taxonomy import TAXONOMY
@@ -219,12 +220,8 @@ class _Table:
 
     def insert(self, frame: pl.DataFrame) -> None:
         t0 = time.perf_counter()
-        # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own.
-        # Handed over as string views: a Polars frame goes to DuckDB through `to_arrow()`, which copies
-        # every string into the old offsets layout (measured: ~0.6 CPU-s of the turns' inserts at 1M)
-        data = (frame.rechunk() if frame.n_chunks() > 1 else frame).to_arrow(  # noqa: F841 (read by DuckDB)
-            compat_level=pl.CompatLevel.newest()
-        )
+        # one Arrow chunk: DuckDB inserts several chunks in parallel, each into row groups of its own
+        data = arrow_of(frame.rechunk() if frame.n_chunks() > 1 else frame)  # noqa: F841 (read by DuckDB)
         if not self.uncommitted:
             self.con.execute("begin transaction")
         self.con.execute(f"insert into {self.name} by name select {self.columns} from data")
