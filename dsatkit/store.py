@@ -134,11 +134,14 @@ def _create_table(con: duckdb.DuckDBPyConnection, name: str, schema: pl.Schema, 
 
     DuckDB's automatic choice for long strings (FSST analysis) costs ~4x the time of writing them
     uncompressed, and message text is most of what a store holds: "none" is the fast default,
-    "zstd" the compact one (~0.4x the size, ~3x the write time of "none").
+    "zstd" the compact one (~0.4x the size, ~3x the write time of "none"). An Enum column (the
+    role) is a DuckDB ENUM, stored as small codes rather than strings.
     """
     frame = empty(schema)  # noqa: F841 (read by DuckDB's replacement scan)
     columns = []
     for col, dtype, *_ in con.sql("describe select * from frame").fetchall():
+        if isinstance(schema[col], pl.Enum):
+            dtype = "enum ({})".format(", ".join(f"'{v}'" for v in schema[col].categories))
         using = ""
         if col in _TEXT_COLUMNS and text_compression == "none":
             using = " using compression uncompressed"
