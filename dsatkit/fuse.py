@@ -35,8 +35,6 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
     config = config or FuseConfig()
     d = conform(detections, DETECTIONS).with_columns(
         polarity=pl.col("category").replace_strict(POLARITY, default=None, return_dtype=pl.String),
-        weight=pl.col("detector").replace_strict(config.weights, default=1.0, return_dtype=pl.Float64)
-        * pl.when(pl.col("category").is_null()).then(ABSTAIN_WEIGHT).otherwise(1.0),
     )
     if d.is_empty():
         return empty(VERDICTS)
@@ -52,7 +50,10 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
         return _decide(v, config)
     # sorted keys make the group-by a linear scan; the voters are a bitmask per exchange, named
     # afterwards (a string aggregation per group costs more than all the rest together)
-    d = d.sort("exchange_id", maintain_order=True)
+    d = d.with_columns(
+        weight=pl.col("detector").replace_strict(config.weights, default=1.0, return_dtype=pl.Float64)
+        * pl.when(pl.col("category").is_null()).then(ABSTAIN_WEIGHT).otherwise(1.0),
+    ).sort("exchange_id", maintain_order=True)
     bit = pl.col("detector").replace_strict({n: 1 << i for i, n in enumerate(names)}, return_dtype=pl.Int64)
     v = d.group_by("exchange_id", maintain_order=True).agg(
         score=((pl.col("weight") * pl.col("score")).sum() / pl.col("weight").sum()).fill_nan(0.0),
