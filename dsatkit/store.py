@@ -45,8 +45,9 @@ alone (DuckDB threads = 1): the lanes are the writer's parallelism. DuckDB's own
 made three writer threads on two cores (measured: 1M conversations 11.83 -> 11.45 s, mean of 5)."""
 ROW_GROUP_ROWS = 32_768
 """Rows per row group of the store (DuckDB's default: 122,880). Each commit of a table leaves its last
-row group part-filled, and the next one writes that tail again; smaller row groups keep the rewrite
-small (measured: the writer's CPU time at 1M conversations 17 -> 13 s; 65k or 123k rows, no gain)."""
+row group part-filled; smaller row groups keep those small (measured when tables were written in
+autocommit, which wrote the part-filled tail again at every insert: the writer's CPU time at 1M
+conversations 17 -> 13 s; with the per-table transactions of `_Table`, 65k or 123k rows gain nothing)."""
 
 _FROM_PAIR = {
     "context": "p.prompt",
