@@ -40,9 +40,14 @@ def main() -> None:
     ap.add_argument("--double", type=int, default=400)
     ap.add_argument("--slices", type=int, default=8)
     ap.add_argument("--seed", type=int, default=20261204)
+    ap.add_argument("--exclude", type=Path, help="items.csv of an earlier round: those exchanges are not drawn again")
+    ap.add_argument("--prefix", default="x", help="item id prefix (one per round)")
     ap.add_argument("-o", "--out", type=Path, required=True)
     a = ap.parse_args()
     ex = sharegpt.exchanges(reserved=a.reserved)
+    if a.exclude:
+        ex = ex.join(pl.read_csv(a.exclude, schema_overrides={"response_turn": pl.Int32}),
+                     on=["conversation_id", "response_turn"], how="anti")
     ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
     ident.set_languages(LANGUAGES)
     ex = ex.with_columns(
@@ -61,7 +66,7 @@ def main() -> None:
     quota = {k: floor.get(k, round(q * scale)) for k, q in share.items()}
     parts = [ex.filter(pl.col("language") == lang).head(q) for lang, q in quota.items() if q]
     picked = pl.concat(parts).sample(fraction=1.0, shuffle=True, seed=a.seed + 1)
-    picked = picked.with_columns(item_id=pl.format("x{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(4)),
+    picked = picked.with_columns(item_id=pl.format(a.prefix + "{}", pl.int_range(pl.len()).cast(pl.String).str.zfill(4)),
                                  slice=pl.int_range(pl.len()) % a.slices)
     # the doubly labelled subset: the first `double` items, each also read by the next slice's annotator
     picked = picked.with_columns(second_slice=pl.when(pl.int_range(pl.len()) < a.double)
