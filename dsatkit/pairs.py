@@ -4,9 +4,15 @@
   chosen = null until the DRIFT trainer samples it, feedback = the user's dissatisfied turn.
 - origin 'seed': a natural DSAT->SAT pair, where the assistant's next turn after the dissatisfied
   feedback (the followup) was itself followed by a SAT turn: chosen = [that followup].
+
+An exchange with no prompt (no user turn before its response, or an empty request: a ShareGPT part
+`ID_1` that opens with the assistant) keeps its DSAT record but gets no pair: there is nothing to
+train the policy to answer. `DsatAndPairs.no_prompt` counts them.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import polars as pl
 
@@ -18,12 +24,36 @@ def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), text.alias("content")))
 
 
+HAS_PROMPT = (
+    pl.col("request").str.strip_chars().str.len_chars().gt(0).fill_null(False)
+    & pl.col("context").list.eval(pl.element().struct.field("role") == "user").list.any().fill_null(False)
+)
+"""Whether an exchange (with its context) has a prompt to pair: a non-blank request and a user turn in
+its context (the one home of that rule)."""
+
+
+class DsatAndPairs(NamedTuple):
+    """What `dsat_and_pairs` returns: unpacks as `dsat, pairs`."""
+
+    dsat: pl.DataFrame
+    """DSAT records, one per DSAT exchange (those with no prompt included)."""
+    pairs: pl.DataFrame
+    """PAIRS of the DSAT exchanges that have a prompt (`HAS_PROMPT`)."""
+
+    @property
+    def no_prompt(self) -> int:
+        """How many DSAT records got no pair for want of a prompt (see `HAS_PROMPT`)."""
+        return int(self.dsat.select((~HAS_PROMPT).sum()).item())
+
+
 def dsat_and_pairs(
     exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+) -> DsatAndPairs:
     """The DSAT records and the PAIRS of the exchanges (whole conversations) judged in `verdicts`.
 
     When `exchanges` was built without context, pass the `turns` to fill it for the DSAT rows only.
+    DSAT exchanges without a prompt (`HAS_PROMPT`) get a DSAT record and no pair; the result's
+    `no_prompt` counts them.
     """
     verdicts = verdicts.select("exchange_id", "label", "polarity", "category", "score", "detectors")
     if verdicts.height == exchanges.height and (verdicts["exchange_id"] == exchanges["exchange_id"]).all():
@@ -43,15 +73,16 @@ def dsat_and_pairs(
     is_seed = dsat["followup"].is_not_null() & dsat["_sat"].fill_null(False)
     if turns is not None:
         dsat = attach_context(dsat, turns).with_columns(dsat.select("score", "category", "detectors"))
+    prompted = dsat.select(HAS_PROMPT).to_series()
     base = {"prompt": pl.col("context"), "rejected": _assistant(pl.col("response"))}
-    dsat_pairs = dsat.with_columns(**base, chosen=pl.lit(None), origin=pl.lit("dsat"))
-    seed_pairs = dsat.filter(is_seed).with_columns(
+    dsat_pairs = dsat.filter(prompted).with_columns(**base, chosen=pl.lit(None), origin=pl.lit("dsat"))
+    seed_pairs = dsat.filter(is_seed & prompted).with_columns(
         **base, chosen=_assistant(pl.col("followup")), origin=pl.lit("seed")
     )
     # in the exchanges' (the logs') order, the DSAT pairs before the seed ones: a run's output order
     # is deterministic without a sort, which would copy every prompt once more
     pairs = pl.concat([conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)])
-    return conform(dsat, DSAT), pairs
+    return DsatAndPairs(conform(dsat, DSAT), pairs)
 
 
 def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:

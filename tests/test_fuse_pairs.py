@@ -73,21 +73,27 @@ def test_fuse_config_rejects_bad_band():
         FuseConfig(uncertain_band=(0.8, 0.2))
 
 
-def _conversation():
-    rows = [
-        ("c", 0, "user", "capital of australia?"),
-        ("c", 1, "assistant", "Sydney."),
-        ("c", 2, "user", "wrong, it's not sydney"),
-        ("c", 3, "assistant", "Canberra."),
-        ("c", 4, "user", "thanks!"),
-        ("d", 0, "user", "hi"),
-        ("d", 1, "assistant", "hello"),
-        ("d", 2, "user", "that's not what I asked"),
-        ("d", 3, "assistant", "sorry"),
-        ("d", 4, "user", "still wrong"),
-    ]
-    return build_exchanges(conform(pl.DataFrame(rows, schema=["conversation_id", "turn_index", "role", "content"],
-                                                 orient="row"), TURNS))
+def _turns(rows: list[tuple]) -> pl.DataFrame:
+    return conform(pl.DataFrame(rows, schema=["conversation_id", "turn_index", "role", "content"], orient="row"),
+                   TURNS)
+
+
+_CONVERSATIONS = [
+    ("c", 0, "user", "capital of australia?"),
+    ("c", 1, "assistant", "Sydney."),
+    ("c", 2, "user", "wrong, it's not sydney"),
+    ("c", 3, "assistant", "Canberra."),
+    ("c", 4, "user", "thanks!"),
+    ("d", 0, "user", "hi"),
+    ("d", 1, "assistant", "hello"),
+    ("d", 2, "user", "that's not what I asked"),
+    ("d", 3, "assistant", "sorry"),
+    ("d", 4, "user", "still wrong"),
+]
+
+
+def _conversation(context: bool = True):
+    return build_exchanges(_turns(_CONVERSATIONS), context=context)
 
 
 def _verdicts_for(ex: pl.DataFrame, polarities: dict[tuple[str, int], str]) -> pl.DataFrame:
@@ -129,3 +135,38 @@ def test_pairs_are_the_same_whether_verdicts_come_row_for_row_or_in_any_order():
         else:  # the exchange left out has no verdict, so no DSAT record
             assert dsat.equals(aligned[0].filter(pl.col("exchange_id") != v["exchange_id"][-1]))
     assert aligned[1].filter(pl.col("origin") == "seed").height == 1
+
+
+def test_exchanges_without_a_prompt_keep_their_dsat_record_but_get_no_pair():
+    """A ShareGPT part (`ID_1`) may open with the assistant; a user turn may be blank: nothing to train on."""
+    turns = _turns([
+        ("part_1", 0, "assistant", "...and that is the rest of the essay."),  # no user turn before it
+        ("part_1", 1, "user", "no, that is wrong"),
+        ("part_1", 2, "assistant", "Here is the corrected essay."),
+        ("part_1", 3, "user", "thanks!"),
+        ("blank", 0, "user", "   "),
+        ("blank", 1, "assistant", "How can I help?"),
+        ("blank", 2, "user", "that's not what I asked"),
+    ])
+    ex = pl.concat([_conversation(), build_exchanges(turns)])
+    polarities = {("c", 1): "dsat", ("c", 3): "sat", ("d", 1): "dsat", ("d", 3): "dsat",
+                  ("part_1", 0): "dsat", ("part_1", 2): "dsat", ("blank", 1): "dsat"}
+    v = _verdicts_for(ex, polarities)
+    result = dsat_and_pairs(ex, v)
+    dsat, pairs = result  # still unpacks as the two frames
+    assert dsat.height == 6 and result.no_prompt == 2  # part_1's first answer and the blank request
+    key = dict(zip(ex["exchange_id"], zip(ex["conversation_id"], ex["response_turn"], strict=True), strict=True))
+    assert sorted(key[e] for e in pairs.filter(pl.col("origin") == "dsat")["exchange_id"]) == [
+        ("c", 1), ("d", 1), ("d", 3), ("part_1", 2)]
+    # part_1's first answer was revised and the revision thanked, yet no seed pair: it has no prompt
+    assert [key[e] for e in pairs.filter(pl.col("origin") == "seed")["exchange_id"]] == [("c", 1)]
+    assert all(any(m["role"] == "user" and m["content"].strip() for m in p) for p in pairs["prompt"])
+    # the other exchanges' pairs are unchanged; a batch with none to drop counts none
+    alone = dsat_and_pairs(_conversation(), _verdicts_for(_conversation(), polarities))
+    assert pairs.filter(pl.col("exchange_id").is_in(alone.pairs["exchange_id"].implode())).equals(alone.pairs)
+    assert alone.no_prompt == 0
+    # the same when the context is filled from the turns for the DSAT rows only (the pipeline's way)
+    lazy_ex = pl.concat([_conversation(context=False), build_exchanges(turns, context=False)])
+    all_turns = pl.concat([_turns(_CONVERSATIONS), turns])
+    lazy = dsat_and_pairs(lazy_ex, v.reverse(), all_turns)
+    assert lazy.no_prompt == 2 and sorted(lazy.pairs["exchange_id"]) == sorted(pairs["exchange_id"])

@@ -77,6 +77,19 @@ def test_tiny_recipe_loads_with_overrides() -> None:
         (MINIMAL + "dpo: {loss_type: [dpo]}\n", r"unknown loss_type 'dpo'"),
         (MINIMAL + "dpo: {output_dir: x}\n", r"set output_dir at the top level"),
         (MINIMAL + "dpo: {loss_type: [sigmoid], loss_weights: [1, 2]}\n", r"dpo: .*loss_weights"),
+        # each dpo: value is checked against its DPOConfig field's type when the recipe loads
+        (MINIMAL + "dpo: {learning_rate: fast}\n", r"recipe\.yaml: dpo\.learning_rate: .*valid number"),
+        (MINIMAL + "dpo: {learning_rate: true}\n", r"dpo\.learning_rate: .*a number, not a boolean"),
+        (MINIMAL + "dpo: {bf16: maybe}\n", r"dpo\.bf16: .*valid boolean"),
+        (MINIMAL + "dpo: {per_device_train_batch_size: 2.5}\n", r"dpo\.per_device_train_batch_size: .*integer"),
+        (MINIMAL + "dpo: {lr_scheduler_type: wobble}\n", r"dpo\.lr_scheduler_type: Input should be 'linear', "),
+        (MINIMAL + "dpo: {truncation_mode: middle}\n", r"dpo\.truncation_mode: .*'keep_end' or 'keep_start'"),
+        (MINIMAL + "dpo: {optim: sgdx}\n", r"dpo\.optim: .*'rmsprop'"),
+        (MINIMAL + "dpo: {loss_type: [sigmoid, 3]}\n", r"dpo\.loss_type: expected str \| list\[str\], got"),
+        (MINIMAL + "dpo: {loss_weights: [1, x]}\n", r"dpo\.loss_weights\.1: .*valid number"),
+        (MINIMAL + "dpo: {rpo_alpha: fast}\n", r"dpo\.rpo_alpha: .*valid number"),
+        ("model: builtin:huge\ndata: {path: m}\noutput_dir: o\n",
+         r"model: unknown builtin model 'builtin:huge'; the builtins are: builtin:tiny$"),
         (MINIMAL + "method: idpo\n", r"idpo .* needs a scorer"),
         (MINIMAL + "method: idpo\nscorer: {reward_model: a, judge: {model: m}}\n", r"exactly one of judge"),
         (MINIMAL + "method: ppo\n", r"method: Input should be 'drift', 'spin' or 'idpo'"),
@@ -92,6 +105,17 @@ def test_bad_recipes_fail_with_one_clear_line(tmp_path: Path, text: str, pattern
         load_recipe(write(tmp_path, text))
     assert "\n" not in str(err.value) and re.search(pattern, str(err.value)), str(err.value)
     assert err.value.hint
+
+
+def test_dpo_values_are_converted_to_their_field_types(tmp_path: Path) -> None:
+    """YAML 1.1 reads `5e-7` as a string: the recipe hands DPOConfig the number; enum names stay names."""
+    rec = load_recipe(write(tmp_path, MINIMAL + "dpo: {learning_rate: 5e-7, beta: '0.2', lr_scheduler_type: cosine,"
+                                                " max_length: null, loss_type: sigmoid, logging_steps: 2}\n"))
+    assert rec.dpo == {"learning_rate": 5e-7, "beta": 0.2, "lr_scheduler_type": "cosine", "max_length": None,
+                       "loss_type": "sigmoid", "logging_steps": 2}
+    assert type(rec.dpo["lr_scheduler_type"]) is str and type(rec.dpo["learning_rate"]) is float
+    cfg = rec.dpo_config(tmp_path / "out")
+    assert (cfg.learning_rate, cfg.beta, cfg.loss_type) == (5e-7, 0.2, ["sigmoid"])
 
 
 def test_first_line_of_library_errors() -> None:

@@ -1,6 +1,9 @@
 """The training recipe: one pydantic model loaded from YAML, with one-line errors naming the bad key.
 
-`dpo:` passes every field through to TRL's `DPOConfig`; the names of the published alignment-handbook /
+`dpo:` passes every field through to TRL's `DPOConfig`, each value checked at load against the type of
+its `DPOConfig` field (and the field's choices), so a wrong value is a one-line error naming
+`dpo.FIELD` before any model is loaded; numbers written as YAML 1.1 reads them (`5e-7` is a string
+there) are converted. The names of the published alignment-handbook /
 DRIFT configs that TRL >= 0.29 no longer accepts are translated here (and reported once):
 `rpo_alpha: a` -> `loss_type: [sigmoid, sft]` + `loss_weights: [1.0, a]`, `torch_dtype` ->
 `model_init_kwargs.dtype`, `warmup_ratio` -> `warmup_steps` (a float < 1 is a ratio in transformers 5),
@@ -11,16 +14,31 @@ DRIFT configs that TRL >= 0.29 no longer accepts are translated here (and report
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
 import re
 import tempfile
+import types
+import typing
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NotRequired, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from dsatkit.config import StrictModel, read_yaml, set_dotted, validate
 from dsatkit.errors import ConfigError, first_line
+from dsatkit.trainers.tiny import BUILTIN_MODELS
 
 DEFAULT_INSTRUCTION = (
     "The user was not satisfied with your previous response. Write an improved response to the "
@@ -94,6 +112,103 @@ _DPO_FIELDS = {f.name: f for f in dataclasses.fields(__import__("trl").DPOConfig
 _LOSS_TYPES = set(re.findall(r"`'(\w+)'`", _DPO_FIELDS["loss_type"].metadata.get("help", "")))
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # pydantic's lax mode would read `true` as 1
+        raise ValueError("Input should be a number, not a boolean")  # noqa: TRY004 (pydantic reports ValueError)
+    return value
+
+
+def _checked_type(field: dataclasses.Field, hint: Any) -> Any:
+    """The type a recipe value of `field` must have: its `DPOConfig` annotation, narrowed where
+    transformers/TRL check more than the annotation says (or only later, while training)."""
+    args = typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    choices = field.metadata.get("choices")
+    if choices:  # e.g. truncation_mode: transformers' argparse choices, never checked by the dataclass
+        args = (Literal[tuple(choices)], *[a for a in args if a is type(None)])
+    if any(isinstance(a, type) and issubclass(a, enum.Enum) for a in args):
+        args = tuple(a for a in args if a is not str)  # `SchedulerType | str`: the str must be a member
+    if field.name == "loss_type":
+        args = (str, *args)  # DPOConfig wraps a single name in a list
+    args = tuple(Annotated[a, BeforeValidator(_not_bool)] if a in (int, float) else a for a in args)
+    return Union[args] if len(args) > 1 else args[0]  # noqa: UP007 (a runtime tuple of types)
+
+
+@functools.cache
+def _dpo_types() -> dict[str, Any]:
+    """Each `DPOConfig` field's checked type (`_checked_type`); `Any` where an annotation does not resolve."""
+    try:
+        hints = typing.get_type_hints(__import__("trl").DPOConfig)
+    except Exception:  # noqa: BLE001 (a future TRL's forward reference: check what does resolve)
+        hints = {name: f.type for name, f in _DPO_FIELDS.items() if not isinstance(f.type, str)}
+    return {name: _checked_type(f, hints.get(name, Any)) for name, f in _DPO_FIELDS.items()}
+
+
+@functools.cache
+def _dpo_values() -> TypeAdapter:
+    """A validator of the `dpo:` mapping: each key optional, typed as `_dpo_types` says."""
+    typed = TypedDict("DPOFields", {name: NotRequired[t] for name, t in _dpo_types().items()})  # type: ignore[misc]
+    typed.__pydantic_config__ = ConfigDict(arbitrary_types_allowed=True)  # type: ignore[attr-defined]
+    return TypeAdapter(typed)
+
+
+def _type_name(hint: Any) -> str:
+    """`hint` as a recipe writer reads it: `bool | str`, not `typing.Union[...]`."""
+    if typing.get_origin(hint) is Annotated:
+        return _type_name(typing.get_args(hint)[0])
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def check_dpo_types(dpo: dict[str, Any]) -> dict[str, Any]:
+    """`dpo` (known `DPOConfig` field names -> values) with each value checked against its field's type
+    and converted (`"5e-7"` -> `5e-07`, enum names stay strings).
+
+    A bad value raises a pydantic `ValidationError` located at the field (`learning_rate`, or
+    `loss_weights.1` inside a list), whose message says what the field accepts.
+    """
+    try:
+        checked = _dpo_values().validate_python(dpo)
+    except ValidationError as e:
+        errors = e.errors()
+        name = errors[0]["loc"][0]
+        found = [err for err in errors if err["loc"][0] == name]
+        if len(found) == 1:
+            loc, msg = found[0]["loc"], found[0]["msg"]
+        else:  # one error per member of a union, each located at the member's name: name the union
+            loc, msg = (name,), f"expected {_type_name(_dpo_types()[name])}, got {dpo[name]!r}"
+        raise _field_error(loc, msg, dpo[name]) from None
+    return {k: _plain(v) for k, v in checked.items()}
+
+
+def _field_error(loc: tuple, msg: str, value: Any) -> ValidationError:
+    """A ValidationError at `loc` (raised inside the `dpo` validators, pydantic reports `dpo.LOC: msg`)."""
+    error = PydanticCustomError("dpo_type", "{msg}", {"msg": msg})
+    return ValidationError.from_exception_data("dpo", [{"type": error, "loc": loc, "input": value}])
+
+
+_NUMBER = TypeAdapter(Annotated[float, BeforeValidator(_not_bool)])
+
+
+def _number(name: str, value: Any) -> float:
+    """A translated name's value as a float; anything else is an error naming `name`."""
+    try:
+        return _NUMBER.validate_python(value)
+    except ValidationError as e:
+        raise _field_error((name,), e.errors()[0]["msg"], value) from None
+
+
+def _plain(value: Any) -> Any:
+    """`value` with enum members back to their values, as YAML would have written them."""
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 class Recipe(StrictModel):
     model: str = Field(description="hub name or local path of the starting policy; builtin:tiny for tests")
     tokenizer: str | None = Field(None, description="defaults to the model's")
@@ -125,11 +240,19 @@ class Recipe(StrictModel):
             raise ValueError(f"unknown DPOConfig field {unknown[0]!r} (TRL {__import__('trl').__version__})")
         if "output_dir" in value:
             raise ValueError("set output_dir at the top level, not under dpo")
+        value = check_dpo_types(value)  # its ValidationError reports `dpo.FIELD: ...`
         losses = value.get("loss_type")
         losses = [losses] if isinstance(losses, str) else losses or []
         bad = [x for x in losses if _LOSS_TYPES and x not in _LOSS_TYPES]
         if bad:
             raise ValueError(f"unknown loss_type {bad[0]!r}; TRL accepts {', '.join(sorted(_LOSS_TYPES))}")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _builtin(cls, value: str) -> str:
+        if value.startswith("builtin:") and value not in BUILTIN_MODELS:
+            raise ValueError(f"unknown builtin model {value!r}; the builtins are: {', '.join(BUILTIN_MODELS)}")
         return value
 
     @field_validator("lora")
@@ -178,23 +301,26 @@ _translated_once: set[str] = set()
 
 
 def translate_dpo(dpo: dict[str, Any]) -> dict[str, Any]:
-    """Map the alignment-handbook names TRL dropped onto their TRL 1.x equivalents."""
+    """Map the alignment-handbook names TRL dropped onto their TRL 1.x equivalents.
+
+    A non-number `rpo_alpha` or `warmup_ratio` raises a pydantic `ValidationError` located at that name.
+    """
     out = dict(dpo)
     notes: list[str] = []
     if "rpo_alpha" in out:
-        alpha = out.pop("rpo_alpha")
+        alpha = _number("rpo_alpha", out.pop("rpo_alpha"))
         if alpha:
             out.setdefault("loss_type", ["sigmoid", "sft"])
-            out.setdefault("loss_weights", [1.0, float(alpha)])
+            out.setdefault("loss_weights", [1.0, alpha])
             notes.append(f"rpo_alpha {alpha} -> loss_type [sigmoid, sft], loss_weights [1.0, {alpha}]")
     if "torch_dtype" in out:
         dtype = out.pop("torch_dtype")
         out["model_init_kwargs"] = {**(out.get("model_init_kwargs") or {}), "dtype": dtype}
         notes.append(f"torch_dtype {dtype} -> model_init_kwargs.dtype")
     if "warmup_ratio" in out:
-        ratio = out.pop("warmup_ratio")
-        out.setdefault("warmup_steps", float(ratio))
-        notes.append(f"warmup_ratio {ratio} -> warmup_steps {float(ratio)} (a float < 1 is a ratio)")
+        ratio = _number("warmup_ratio", out.pop("warmup_ratio"))
+        out.setdefault("warmup_steps", ratio)
+        notes.append(f"warmup_ratio {ratio} -> warmup_steps {ratio} (a float < 1 is a ratio)")
     if "max_prompt_length" in out:
         n = out.pop("max_prompt_length")
         notes.append(f"max_prompt_length {n} dropped (TRL 1.x truncates with max_length/truncation_mode)")
@@ -217,7 +343,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     except ConfigError as e:  # validate() already strips pydantic's "Value error, " prefix
         raise ConfigError(str(e), hint="see docs/training.md for the recipe keys; recipes/tiny-cpu.yaml is an example") from None
     with tempfile.TemporaryDirectory() as tmp:
-        recipe.dpo_config(Path(tmp))  # DPOConfig's own checks, before any model is loaded
+        try:
+            recipe.dpo_config(Path(tmp))  # DPOConfig's own checks, before any model is loaded
+        except ConfigError as e:
+            raise ConfigError(f"recipe {path}: {e}", hint=e.hint) from None
     if recipe.chat_template and Path(recipe.chat_template).suffix in {".jinja", ".j2", ".txt"}:
         try:
             recipe.chat_template = Path(recipe.chat_template).read_text()
