@@ -25,9 +25,13 @@ class ReadConfig(StrictModel):
 
 
 class FuseConfig(StrictModel):
-    threshold: float = Field(0.5, ge=0, le=1, description="fused score at or above which an exchange is DSAT")
+    threshold: float | None = Field(
+        None, ge=0, le=1,
+        description="fused score at or above which an exchange is DSAT; None: the stored threshold of the "
+        "one cheap detector that runs (the learned detector's, chosen by cross-validation), else 0.5",
+    )
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"lexical": 1.0, "embedding": 1.0, "judge": 2.0},
+        default_factory=lambda: {"learned": 1.0, "lexical": 1.0, "embedding": 1.0, "judge": 2.0},
         description="relative trust in each detector's score",
     )
     uncertain_band: tuple[float, float] = Field(
@@ -50,6 +54,12 @@ class EmbeddingConfig(StrictModel):
     device: str | None = Field(None, description="cuda, cpu, ...; None picks CUDA when available")
     batch_size: int = Field(256, gt=0)
     detector_dir: Path | None = Field(None, description="a classifier trained by `dsatkit detectors fit`")
+
+
+class LearnedConfig(StrictModel):
+    detector_dir: Path | None = Field(
+        None, description="a model from `dsatkit detectors fit` / `distill`; None: the shipped model, trained "
+        "on real ShareGPT logs labelled by reading")
 
 
 class JudgeConfig(StrictModel):
@@ -82,9 +92,10 @@ class StoreConfig(StrictModel):
 
 
 class MineConfig(StrictModel):
-    detectors: list[str] = Field(default_factory=lambda: ["lexical", "embedding"])
+    detectors: list[str] = Field(default_factory=lambda: ["learned"])
     read: ReadConfig = Field(default_factory=ReadConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)
+    learned: LearnedConfig = Field(default_factory=LearnedConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     judge: JudgeConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)

@@ -6,7 +6,8 @@ A labelled file is either
 (b) any log format `dsatkit mine` reads, whose conversation rows also carry `label`, optional
     `category` and optional `response_turn` (default: the last exchange that has feedback).
 DSAT is the positive class; sat and neutral are negatives. Every detector is scored alone at the
-configured fuse threshold, and so is the fused verdict.
+configured fuse threshold (when none is configured: at its own stored threshold), and the fused verdict
+at the fused threshold (`detectors.fused_threshold`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import polars as pl
 
 from dsatkit.config import MineConfig, ReadConfig
 from dsatkit.errors import InputError, first_line
-from dsatkit.hashing import md5_of
+from dsatkit.exchanges import exchange_ids
 from dsatkit.schema import EXCHANGES, MESSAGE_DTYPE, conform
 
 LABELS = ("dsat", "sat", "neutral")
@@ -106,7 +107,7 @@ def _flat_exchanges(df: pl.DataFrame, path: Path) -> pl.DataFrame:
         gold_label=pl.col("label"),
         gold_category=pl.col("category") if "category" in df.columns else pl.lit(None),
     )
-    out = out.with_columns(exchange_id=md5_of(out["conversation_id"], out["response_turn"]))
+    out = out.with_columns(exchange_ids(out["conversation_id"], out["response_turn"]))
     return pl.concat(
         [conform(out, EXCHANGES), out.select("gold_label", "gold_category").cast(pl.String)], how="horizontal"
     )
@@ -238,14 +239,17 @@ def evaluate(
 
     Returns (report, per-exchange table).
     """
+    from dsatkit.detectors import build_detector, fused_threshold, threshold_of
     from dsatkit.pipeline import run_detectors
 
     exchanges = conform(labelled, EXCHANGES)
+    if detectors is None:
+        detectors = [build_detector(n, config, cache) for n in config.detectors]
     detections, verdicts = run_detectors(exchanges, config, cache, detectors)
     table = score_table(labelled, detections, verdicts)
     y = (table["gold_label"] == "dsat").to_numpy()
     gold_cat = table["gold_category"].to_numpy()
-    t = config.fuse.threshold
+    t = fused_threshold(config.fuse.threshold, detectors)
     report: dict = {
         "n": table.height,
         "positives": int(y.sum()),
@@ -256,16 +260,17 @@ def evaluate(
         "detectors": {},
         "curves": {},
     }
-    names = [d.name for d in detectors] if detectors is not None else config.detectors
-    for name in names:
+    for det in detectors:
+        name = det.name
         col = f"score_{name}"
         if col not in table.columns:
             continue
         scored = table[col].is_not_null().to_numpy()
         # a detector that did not see an exchange (the judge outside its cascade) counts as not flagging it
         s = table[col].fill_null(0.0).to_numpy()
-        m = metrics(y, s, t, table[f"category_{name}"].to_numpy(), gold_cat)
-        report["detectors"][name] = m | {"scored": int(scored.sum())}
+        alone = config.fuse.threshold if config.fuse.threshold is not None else threshold_of(det)
+        m = metrics(y, s, alone, table[f"category_{name}"].to_numpy(), gold_cat)
+        report["detectors"][name] = m | {"scored": int(scored.sum()), "threshold": alone}
         report["curves"][name] = s
     s = table["score_fused"].fill_null(0.0).to_numpy()
     report["fused"] = metrics(y, s, t, table["category_fused"].to_numpy(), gold_cat)

@@ -30,6 +30,12 @@ _NEW = pl.col("_new")
 """`_OPENS`, computed once (ids are strings: comparing them is the costly part)."""
 
 
+def exchange_ids(conversation_id: pl.Series, response_turn: pl.Series) -> pl.Series:
+    """The stable id of each exchange: md5 of its conversation id and response turn (the one home of
+    that formula)."""
+    return md5_of(conversation_id, response_turn).alias("exchange_id")
+
+
 def _rows_of(role: str, direction: str) -> pl.Expr:
     """Row number of the nearest turn with `role` strictly after ("next") or before ("prev")."""
     marked = pl.when(pl.col("role") == role).then(_ROW)
@@ -93,7 +99,7 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
         followup=at("content", "followup_row"),
         followup_turn=at("turn_index", "followup_row"),
     )
-    ex = ex.with_columns(exchange_id=md5_of(ex["conversation_id"], ex["response_turn"]))
+    ex = ex.with_columns(exchange_ids(ex["conversation_id"], ex["response_turn"]))
     ex = conform(ex, EXCHANGES)
     return attach_context(ex, t) if context else ex
 

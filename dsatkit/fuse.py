@@ -12,6 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from dsatkit.config import FuseConfig
+from dsatkit.detectors import DEFAULT_THRESHOLD
 from dsatkit.schema import DETECTIONS, VERDICTS, conform, empty
 from dsatkit.taxonomy import POLARITY
 
@@ -71,7 +72,7 @@ def fuse(detections: pl.DataFrame, config: FuseConfig | None = None) -> pl.DataF
 
 def _decide(v: pl.DataFrame, config: FuseConfig) -> pl.DataFrame:
     """Label, polarity and category from a fused score and the strongest DSAT / SAT categories."""
-    label = pl.col("score") >= config.threshold
+    label = pl.col("score") >= (DEFAULT_THRESHOLD if config.threshold is None else config.threshold)
     v = v.with_columns(
         label=label,
         polarity=pl.when(label)

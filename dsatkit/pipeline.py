@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 import dsatkit
 from dsatkit.cache import Cache
 from dsatkit.config import MineConfig
-from dsatkit.detectors import Detector, build_detector
+from dsatkit.detectors import Detector, build_detector, fused_threshold
 from dsatkit.errors import StoreError
 from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
@@ -116,6 +116,7 @@ def run_detectors(
     timer = timer or _Timer()
     if detectors is None:
         detectors = [build_detector(n, config, cache) for n in config.detectors]
+    fuse_config = config.fuse.model_copy(update={"threshold": fused_threshold(config.fuse.threshold, detectors)})
     found = [empty(DETECTIONS)]
     judge = None
     for det in detectors:
@@ -126,7 +127,7 @@ def run_detectors(
             found.append(det.detect(exchanges))
     with timer("fuse"):
         detections = pl.concat(found, how="vertical_relaxed")
-        verdicts = fuse(detections, config.fuse)
+        verdicts = fuse(detections, fuse_config)
     if judge is not None:
         selected = judge_selection(exchanges, verdicts, config)
         if cascade is not None:
@@ -138,7 +139,7 @@ def run_detectors(
             found.append(judge.detect(selected))
         with timer("fuse"):
             detections = pl.concat(found, how="vertical_relaxed")
-            verdicts = fuse(detections, config.fuse)
+            verdicts = fuse(detections, fuse_config)
     return detections, verdicts
 
 

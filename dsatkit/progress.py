@@ -16,6 +16,7 @@ from rich.progress import (
     Task,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.text import Text
 
@@ -57,6 +58,7 @@ def progress() -> Iterator[Progress]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         RateColumn(),
+        TimeRemainingColumn(),  # the ETA, for tasks that know their total
     ]
     with Progress(*columns, console=console, disable=not interactive()) as p:
         _active = p

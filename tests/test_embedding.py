@@ -282,3 +282,43 @@ def test_user_errors_are_one_line_with_a_hint(tmp_path: Path):
         read_labels(tmp_path / "nocol.csv")
     with pytest.raises(ConfigError, match="cannot load embedding model"):
         Embedder(str(tmp_path / "no-such-model")).embed(pl.Series(["x"]))
+
+
+_KILLED_EMBEDDER = """
+import sys
+import polars as pl
+from dsatkit.cache import Cache
+from dsatkit.detectors.embedding import Embedder
+
+class Announcing(Cache):
+    def put_embeddings(self, model, hashes, embeddings):
+        super().put_embeddings(model, hashes, embeddings)
+        print("stored", len(hashes), flush=True)
+
+texts = pl.Series([f"line {i}: a note about topic {i % 89}" for i in range(1500)])
+Embedder("all-MiniLM-L6-v2", "cpu", batch_size=8, cache=Announcing(sys.argv[1])).embed(texts)
+"""
+
+
+def test_a_killed_embedding_run_keeps_every_finished_encode_batch(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "cache.duckdb"
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_EMBEDDER, str(path)], stdout=subprocess.PIPE, text=True)
+    stored = 0
+    for line in child.stdout:
+        stored += int(line.split()[1])
+        if stored >= 128:  # two encode batches (8 x 8 texts each) are in
+            break
+    child.kill()  # SIGKILL: no cleanup runs
+    child.wait()
+    assert stored >= 128
+    cache = Cache(path)
+    kept = cache.con.sql("select count(*) from embedding_cache").fetchall()[0][0]
+    assert kept >= stored
+    texts = pl.Series([f"line {i}: a note about topic {i % 89}" for i in range(1500)])
+    again = Embedder("all-MiniLM-L6-v2", "cpu", batch_size=8, cache=cache)
+    again.embed(texts)
+    cache.close()
+    assert again.stats.cache_hits == kept and again.stats.encoded == 1500 - kept

