@@ -463,6 +463,25 @@ def test_cascade_with_the_lexical_detector(server):
     assert calls["all"] == 5 and 0 < calls["candidates"] < 5
 
 
+def test_cascade_with_the_learned_detector(server):
+    """The default detector as the cascade's cheap stage: the judge sees its candidates only, and the
+    fused verdict uses its stored threshold."""
+    from dsatkit.detectors import build_detector
+    from dsatkit.pipeline import run_detectors
+
+    ex = make_exchanges(["that's wrong, you made a mistake", "thanks, that works!", "tell me about cats",
+                         "No, that is not what I asked", "great, thank you"])
+    cfg = MineConfig(detectors=["learned", "judge"], judge=config(server, judge_on="candidates"))
+    learned = build_detector("learned", cfg)
+    alone = learned.detect(ex)
+    detections, verdicts = run_detectors(ex, cfg, None, [learned, JudgeDetector(cfg.judge)])
+    judged = set(detections.filter(pl.col("detector") == "judge")["exchange_id"])
+    assert judged == set(alone.filter("label")["exchange_id"]) and len(server.requests) == len(judged) > 0
+    wrong = verdicts.filter(pl.col("exchange_id") == "x0").row(0, named=True)
+    assert wrong["label"] and wrong["category"] is not None and "judge" in wrong["detectors"]
+    assert not verdicts.filter(pl.col("exchange_id").is_in(["x1", "x4"]))["label"].any()
+
+
 def test_mine_cli_reports_the_calls_the_cascade_saved(server, tmp_path):
     """End to end through `dsatkit mine`: the judge joins the verdicts and the summary counts its calls."""
     logs = tmp_path / "logs.jsonl"
