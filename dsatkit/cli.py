@@ -21,6 +21,12 @@ app = typer.Typer(
 for module in (mine, query, detectors, train):
     module.register(app)
 
+INTERRUPTED = 130
+"""The exit code of a command stopped by Ctrl-C (SIGINT), as shells give it (128 + 2)."""
+DUCKDB_INTERRUPTED = "Query interrupted"
+"""What DuckDB raises (a RuntimeError, not KeyboardInterrupt) for a Ctrl-C while it runs a query in the
+main thread (a `dsatkit sql` query, the hashing of a batch of `mine`)."""
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point. `--debug` anywhere on the line shows tracebacks of user errors."""
@@ -28,7 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or bool(os.environ.get("DSATKIT_DEBUG"))
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="dsatkit", standalone_mode=False)
+        # typer turns Ctrl-C (KeyboardInterrupt) into exit code 130 and returns it, as it returns the
+        # code of a `typer.Exit`; a command itself returns None
+        code = app(args=args, prog_name="dsatkit", standalone_mode=False)
     except DsatkitError as e:
         if debug:
             raise
@@ -36,19 +44,27 @@ def main(argv: list[str] | None = None) -> None:
         if e.hint:
             console.print(f"[dim]hint: {e.hint}[/dim]", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:  # one that typer did not see (before or after the command)
+        code = INTERRUPTED
+    except typer.Abort:  # end of input at a prompt
         console.print("aborted")
-        raise SystemExit(130) from None
+        raise SystemExit(1) from None
     except SystemExit:
         raise
     except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
+            # a click.ClickException: of click itself, or of the copy of click that newer typer carries
             e.show()
             raise SystemExit(e.exit_code) from None
         if isinstance(e, OSError) and not debug:  # a path that exists as a file, a full disk, permissions
             console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
             console.print("[dim]hint: check the paths and their permissions; --debug shows the traceback[/dim]")
             raise SystemExit(1) from None
-        raise
+        if not (isinstance(e, RuntimeError) and str(e) == DUCKDB_INTERRUPTED):
+            raise
+        code = INTERRUPTED
+    if code == INTERRUPTED:
+        console.print("interrupted", highlight=False)
+        raise SystemExit(INTERRUPTED)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

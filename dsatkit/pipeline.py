@@ -26,6 +26,7 @@ from dsatkit.detectors import Detector, build_detector, fused_threshold
 from dsatkit.errors import StoreError
 from dsatkit.exchanges import attach_context, build_exchanges
 from dsatkit.fuse import fuse
+from dsatkit.lock import OutputLock
 from dsatkit.pairs import dsat_and_pairs
 from dsatkit.progress import progress
 from dsatkit.readahead import ReadAhead
@@ -215,6 +216,7 @@ def mine(
     if out.exists() and not out.is_dir():
         raise StoreError(f"output {out} exists and is not a directory", hint="choose another -o/--out")
     out.mkdir(parents=True, exist_ok=True)
+    lock = OutputLock(out).acquire()  # one run at a time per directory: a second is refused at once
     started = dt.datetime.now(dt.UTC)
     summary = MineSummary(run_id=uuid.uuid4().hex[:12])
     timer = _Timer()
@@ -303,4 +305,5 @@ def mine(
     finally:
         batches.close()
         cache.close()
+        lock.release()
     return MineResult(out, summary, keepalive)

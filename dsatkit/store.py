@@ -399,11 +399,14 @@ class RunWriter:
                 _remove(leftover)
 
 
-def connect(store_dir: str | Path) -> duckdb.DuckDBPyConnection:
+def connect(store_dir: str | Path, sandboxed: bool = False) -> duckdb.DuckDBPyConnection:
     """A read-only view of a store directory: every table of every *.duckdb file in it.
 
     `dsat.duckdb` is attached as the default catalog; tables of the other files (train.duckdb,
     cache.duckdb, ...) are reachable unqualified too, through views, unless their name is taken.
+    `sandboxed=True` (for SQL a user types): once the files are attached, the connection reaches no
+    other file and no network (`enable_external_access=false`: no COPY TO, ATTACH, INSTALL, LOAD,
+    read_csv of other paths) and its settings are locked (`lock_configuration=true`).
     """
     d = Path(store_dir)
     if not d.is_dir():
@@ -430,4 +433,7 @@ def connect(store_dir: str | Path) -> duckdb.DuckDBPyConnection:
                 seen.add(name)
     if not seen:
         raise StoreError(f"no readable dsatkit table in {d}")
+    if sandboxed:
+        con.execute("set enable_external_access = false")
+        con.execute("set lock_configuration = true")
     return con

@@ -267,7 +267,7 @@ def test_cli_mine_sql_stats(logs: Path, tmp_path: Path):
     pq = tmp_path / "d.parquet"
     r = run_cli("sql", str(out), "select * from dsat", "--format", "parquet", "-o", str(pq))
     assert r.returncode == 0 and pl.read_parquet(pq).height == 3
-    r = run_cli("sql", str(out), "select exchange_id, score from dsat", "--format", "json")
+    r = run_cli("sql", str(out), "select exchange_id, score from dsat", "--format", "jsonl")
     assert r.returncode == 0 and len([json.loads(line) for line in r.stdout.splitlines()]) == 3
     r = run_cli("stats", str(out))
     assert r.returncode == 0, r.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -17,10 +18,63 @@ class QueryError(DsatkitError):
     hint = "tables: turns, exchanges, detections, verdicts, dsat, pairs, quarantine, runs, taxonomy"
 
 
+class NotAQuery(QueryError):
+    """A statement that would do more than read the store: `dsatkit sql` runs queries only."""
+
+    hint = (
+        "queries only (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN); "
+        "to export a result, use --format csv|json|jsonl|parquet -o FILE"
+    )
+
+
+_EXPLAINED = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+|\([^)]*\)\s*)?", re.IGNORECASE)
+"""What comes before the statement an EXPLAIN explains (EXPLAIN ANALYZE runs it)."""
+
+
+def check_query(query: str) -> None:
+    """Raise NotAQuery unless every statement of `query` only reads: DuckDB's own parser gives each
+    statement's type, and only SELECT (which DESCRIBE, SHOW, SUMMARIZE, FROM and VALUES are too) and
+    the EXPLAIN of a SELECT pass. A refusal names the statement type and the statement."""
+    statements = _statements(query)
+    if not statements:
+        raise QueryError("the query holds no statement")
+    for statement in statements:
+        kind = _type_of(statement)
+        if kind == "SELECT" or (kind == "EXPLAIN" and _explains_a_query(statement.query)):
+            continue
+        text = " ".join(statement.query.split()).rstrip(";")
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise NotAQuery(f"`dsatkit sql` runs queries only; refused statement type {kind}: {shown}")
+
+
+def _statements(query: str) -> list:
+    try:
+        return duckdb.extract_statements(query)
+    except duckdb.Error as e:
+        raise QueryError(f"query failed: {first_line(e)}") from None
+
+
+def _type_of(statement) -> str:
+    try:
+        return statement.type.name
+    except ValueError:  # a type this duckdb's Python enum has no name for (2.0.1: UPDATE EXTENSIONS)
+        return "UNKNOWN"
+
+
+def _explains_a_query(text: str) -> bool:
+    explained = _EXPLAINED.match(text)
+    inner = _statements(text[explained.end():]) if explained else []
+    return len(inner) == 1 and _type_of(inner[0]) == "SELECT"
+
+
 def run_query(store_dir: Path, query: str) -> pl.DataFrame:
+    """The result of a read-only query over a store directory. Statements that are not queries are
+    refused (NotAQuery) before the store is opened, and the connection reads the store and nothing
+    else (no other file, no network, settings locked: `store.connect(sandboxed=True)`)."""
     from dsatkit.store import connect
 
-    con = connect(store_dir)
+    check_query(query)
+    con = connect(store_dir, sandboxed=True)
     try:
         return con.sql(query).pl()
     except duckdb.Error as e:
@@ -39,18 +93,19 @@ def _print_table(frame: pl.DataFrame, title: str | None = None, max_rows: int = 
         table.add_row(*("" if v is None else str(v) for v in row))
     results.print(table)
     if frame.height > max_rows:
-        results.print(f"[dim]... {frame.height - max_rows:,} more rows (use --format csv/json/parquet -o FILE)[/dim]")
+        results.print(f"[dim]... {frame.height - max_rows:,} more rows (use --format csv/json/jsonl/parquet -o FILE)[/dim]")
 
 
 def sql_command(
     store_dir: Annotated[Path, typer.Argument(help="a directory written by `dsatkit mine` (or train)")],
     query: Annotated[str, typer.Argument(help="DuckDB SQL; the store's tables are in scope")],
     fmt: Annotated[
-        Literal["table", "csv", "json", "parquet"], typer.Option("--format", "-f", help="output format")
+        Literal["table", "csv", "json", "jsonl", "parquet"],
+        typer.Option("--format", "-f", help="output format (json: one array; jsonl: one object a line)"),
     ] = "table",
     output: Annotated[Path | None, typer.Option("-o", "--output", help="write here instead of stdout")] = None,
 ) -> None:
-    """Run a read-only SQL query over a mined store."""
+    """Run a read-only SQL query over a mined store (statements that would write are refused)."""
     frame = run_query(store_dir, query)
     if fmt == "parquet":
         if output is None:
@@ -58,14 +113,19 @@ def sql_command(
         frame.write_parquet(output)
     elif fmt == "table":
         if output is not None:
-            raise QueryError("--format table prints to the terminal", hint="use csv, json or parquet with -o")
+            raise QueryError("--format table prints to the terminal", hint="use csv, json, jsonl or parquet with -o")
         _print_table(frame)
     else:
         nested = [n for n, t in frame.schema.items() if isinstance(t, (pl.List, pl.Struct))]
         if fmt == "csv" and nested:
             as_json = ", ".join(f'to_json("{n}")::varchar as "{n}"' for n in nested)
             frame = duckdb.sql(f"select * replace ({as_json}) from frame").pl()
-        text = frame.write_csv() if fmt == "csv" else frame.write_ndjson()
+        if fmt == "csv":
+            text = frame.write_csv()
+        elif fmt == "jsonl":
+            text = frame.write_ndjson()  # one object a line
+        else:
+            text = frame.write_json() + "\n"  # one array of objects
         if output is None:
             typer.echo(text, nl=False)
         else:
