@@ -54,6 +54,7 @@ class MineSummary(BaseModel):
     dsat_by_category: dict[str, int] = Field(default_factory=dict)
     pairs: int = 0
     seed_pairs: int = 0
+    no_prompt: int = Field(0, description="DSAT records with no prompt to pair (no user turn before the response)")
     timings_s: dict[str, float] = Field(
         default_factory=dict,
         description="the main thread's seconds per stage; 'read' is its wait for the reader thread, which "
@@ -251,7 +252,9 @@ def mine(
                 with timer("store"):
                     writer.append_many([("detections", detections), ("verdicts", verdicts)])
                 with timer("pairs"):
-                    dsat, pairs = dsat_and_pairs(ex, verdicts, batch.turns)
+                    found = dsat_and_pairs(ex, verdicts, batch.turns)
+                    dsat, pairs = found
+                    summary.no_prompt += found.no_prompt
                 n_conv = batch.conversations
                 summary.conversations += n_conv
                 summary.turns += batch.turns.height

@@ -311,3 +311,12 @@ def test_sql_on_a_dir_without_a_store_says_so(tmp_path: Path):
     duckdb.connect(str(tmp_path / "cache.duckdb")).execute("create table embeddings (k varchar)").close()
     r = run_cli("sql", str(tmp_path), "select * from quarantine")
     assert r.returncode == 2 and "holds no store yet" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dsat_without_a_prompt_gets_a_record_but_no_pair(tmp_path: Path):
+    """A ShareGPT part that opens with the assistant: the complaint is DSAT, but there is no prompt to train on."""
+    part = [("headless", [("assistant", "...and that is the whole story."), ("user", "that's wrong, it's not sydney")])]
+    r = mine([write_jsonl(tmp_path / "logs.jsonl", CONVERSATIONS + part)], tmp_path / "out", LEXICAL)
+    assert r.summary.no_prompt == 1
+    headless = r.dsat.filter(pl.col("conversation_id") == "headless")["exchange_id"]
+    assert headless.len() == 1 and r.pairs.filter(pl.col("exchange_id").is_in(headless)).height == 0

@@ -81,6 +81,7 @@ def print_summary(summary, out: Path) -> None:
         ("quarantined rows", s.quarantined),
         ("DSAT / SAT / neutral", f"{s.dsat:,} / {s.sat:,} / {s.neutral:,}"),
         ("pairs (seed)", f"{s.pairs:,} ({s.seed_pairs:,})"),
+        ("DSAT without a prompt (no pair)", s.no_prompt),
     ):
         table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     for reason, n in s.quarantine_reasons.items():
