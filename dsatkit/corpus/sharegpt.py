@@ -5,7 +5,8 @@ optionally the reserved-id list (conversations kept for evaluation by others: dr
 Out: a Polars frame of exchanges, one row per assistant response that the user answered:
 exchange_id, conversation_id, response_turn (the message's position in the record's `conversations` list, which is
 the TURNS `turn_index` dsatkit's reader gives it), base_id (the original conversation: `ID` of `ID_n`),
-split (`heldout` for a fixed 20% of base ids, else `train`), request, response, feedback.
+split (`heldout` for a fixed 20% of base ids, else `train`), request, response, feedback, followup (the
+assistant's turn after the feedback), as dsatkit's reader and `build_exchanges` make them.
 
 The split is a hash of the base id, so every part of one conversation lands in the same split and the
 split of an id never depends on what else was read.
@@ -96,11 +97,12 @@ def exchanges(
             if role == "user":
                 request = text
             elif role == "assistant" and i + 1 < len(msgs) and msgs[i + 1][0] == "user":
-                rows.append((cid, i, request, text, msgs[i + 1][1]))
+                after = next((t for r, t in msgs[i + 2:] if r == "assistant"), None)
+                rows.append((cid, i, request, text, msgs[i + 1][1], after))
     frame = pl.DataFrame(
         rows,
         schema={"conversation_id": pl.String, "response_turn": pl.Int32, "request": pl.String,
-                "response": pl.String, "feedback": pl.String},
+                "response": pl.String, "feedback": pl.String, "followup": pl.String},
         orient="row",
     )
     return frame.with_columns(

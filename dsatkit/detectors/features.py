@@ -10,9 +10,13 @@ What the user's next turn says, read in the light of what it answers:
   requirement, a new question; whether the response held code; lengths.
 - relations: how close the feedback is to the request (a repeat or rephrase) and to the response (a
   quote of it), as cosines of the hashed n-gram vectors; whether a series number moved on.
-- the lexical cue table's verdict (`LexicalDetector`) as features: its score and category.
+- the lexical cue table's verdict (`LexicalDetector`) as features: its score and category;
+- what came next: the opening of the assistant's turn after the feedback (`followup`: an assistant
+  that answers a repair owns the mistake first, "I apologize for the confusion", "you're right"), as
+  hashed word n-grams and an apology cue; absent when the conversation ends at the feedback (the model
+  is trained with some followups hidden, so it does not depend on them).
 
-In: a frame with `feedback` and, where known, `request` and `response` (nulls allowed). Out: a
+In: a frame with `feedback` and, where known, `request`, `response` and `followup` (nulls allowed). Out: a
 `scipy.sparse.csr_matrix` (rows in input order). Every step is a whole-column Polars expression or a
 library vectoriser; nothing loops over rows in Python.
 """
@@ -38,18 +42,22 @@ FEEDBACK_CHARS = 400
 """The feedback's opening that the text features read (a long turn is mostly pasted material)."""
 CONTEXT_CHARS = 600
 """How much of the request, and of the response's opening and ending, the relation features read."""
-CHAR_BITS, WORD_BITS, OPENING_BITS = 18, 17, 16
+CHAR_BITS, WORD_BITS, OPENING_BITS, FOLLOWUP_BITS = 18, 17, 16, 16
+FOLLOWUP_CHARS = 150
+"""The opening of the assistant's turn after the feedback that the features read: an assistant that
+answers a repair says so first ("I apologize for the confusion", "You're right")."""
 OPENING_CHARS = 60
 """The feedback's first characters, hashed again on their own: where a complaint or a thanks shows
 ("no, ...", "that's not ...", "thanks, but ..."), whatever follows."""
 
 
 def load_structure_cues(path: str | Path = CUES_PATH) -> dict[str, str]:
-    """feature -> one regex (the table's patterns for it, or-ed), in the table's order."""
+    """feature -> one regex (the table's patterns for it, or-ed), in the table's order. Followup cues
+    (matched on the assistant's turn after the feedback) are named `followup_<feature>`."""
     cues = pl.read_csv(path, comment_prefix="#")
     return {
-        feature: "|".join(f"(?:{p})" for p in group["pattern"])
-        for (feature,), group in cues.group_by("feature", maintain_order=True)
+        (feature if reads == "feedback" else f"{reads}_{feature}"): "|".join(f"(?:{p})" for p in group["pattern"])
+        for (feature, reads), group in cues.group_by("feature", "reads", maintain_order=True)
     }
 
 
@@ -60,6 +68,7 @@ class FeatureSpec:
     char_bits: int = CHAR_BITS
     word_bits: int = WORD_BITS
     opening_bits: int = OPENING_BITS
+    followup_bits: int = FOLLOWUP_BITS
     feedback_chars: int = FEEDBACK_CHARS
     opening_chars: int = OPENING_CHARS
     cues_version: str = ""
@@ -87,6 +96,11 @@ class FeatureSpec:
                                   norm="l2", lowercase=False, token_pattern=r"(?u)\b\w+\b"))
 
     @cached_property
+    def followup_vectoriser(self) -> HashingVectorizer:
+        return HashingVectorizer(analyzer="word", ngram_range=(1, 3), n_features=2**self.followup_bits,
+                                 alternate_sign=False, norm="l2", lowercase=False, token_pattern=r"(?u)\b\w+\b")
+
+    @cached_property
     def similarity_vectoriser(self) -> HashingVectorizer:
         """Sets of words (binary, unnormalised), for the feedback's closeness to the request and response
         (cheap: a repeat or a quote shares words; character n-grams cost 6x more here)."""
@@ -104,11 +118,12 @@ class FeatureSpec:
 
     @property
     def width(self) -> int:
-        return 2**self.char_bits + 2**self.word_bits + 2 * 2**self.opening_bits + len(self.dense_names)
+        return (2**self.char_bits + 2**self.word_bits + 2 * 2**self.opening_bits + 2**self.followup_bits
+                + len(self.dense_names))
 
 
 RELATIONS = ("sim_request", "sim_response_head", "sim_response_tail", "feedback_in_request", "request_in_feedback",
-             "feedback_in_response", "repeats_request", "series_moves_on", "log_response_turn",
+             "feedback_in_response", "repeats_request", "series_moves_on", "log_response_turn", "has_followup",
              "response_has_code", "error_after_code", "response_cut")
 LENGTHS = ("log_feedback_chars", "log_request_chars", "log_response_chars", "feedback_lines", "ui_suffix",
            "feedback_is_long", "ends_with_question")
@@ -140,7 +155,7 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
     """The feature matrix of `exchanges` (see the module docstring); one row per input row."""
     cols = exchanges.columns
     text = {c: (pl.col(c) if c in cols else pl.lit(None, pl.String)).cast(pl.String) for c in
-            ("feedback", "request", "response")}
+            ("feedback", "request", "response", "followup")}
     cues = spec.cues
     fb_raw = text["feedback"].fill_null("")
     base = exchanges.select(
@@ -156,11 +171,14 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
         ui=fb_raw.str.to_lowercase().str.contains(f"(?:{cues['ui_suffix']})\\s*$"),
         resp_code=text["response"].fill_null("").str.contains(r"```|\n(?: {4}|\t)\S"),
         resp_cut=~text["response"].fill_null("").str.strip_chars_end().str.contains(r"[.!?。！？:)\]}>\"'`*]$"),
+        fol=text["followup"].str.slice(0, FOLLOWUP_CHARS).str.to_lowercase(),
     )
     fb = pl.col("fb")
     head = fb.str.slice(0, spec.feedback_chars)
     cue_cols = {f"cue_{name}": head.str.contains(rx).cast(pl.Float32) for name, rx in cues.items()
-                if name not in ("ui_suffix", "error")}
+                if name not in ("ui_suffix", "error") and not name.startswith("followup_")}
+    cue_cols |= {f"cue_{name}": pl.col("fol").str.contains(rx).fill_null(False).cast(pl.Float32)
+                 for name, rx in cues.items() if name.startswith("followup_")}
     cue_cols["cue_error"] = fb.str.slice(0, 3000).str.count_matches(cues["error"]).clip(0, 5).cast(pl.Float32)
     fb_num = head.str.extract(_SERIES_NUMBER, 1).cast(pl.Int64, strict=False)
     req_num = pl.col("req").str.extract(_SERIES_NUMBER, 1).cast(pl.Int64, strict=False)
@@ -179,12 +197,14 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
         feedback_is_long=(pl.col("fb_chars") > 1000).cast(pl.Float32),
         ends_with_question=head.str.contains(r"[?？]$").cast(pl.Float32),
         log_response_turn=(pl.col("turn") + 1).log() / math.log(10),
+        has_followup=pl.col("fol").is_not_null().cast(pl.Float32),
     )
     heads = frame["head"].to_list()
     chars = spec.char_vectoriser.transform(heads)
     word_grams = spec.word_vectoriser.transform(heads)
     openings = frame["fb"].str.slice(0, spec.opening_chars).to_list()
     opening_chars, opening_words = (v.transform(openings) for v in spec.opening_vectorisers)
+    followup_words = spec.followup_vectoriser.transform(frame["fol"].fill_null("").to_list())
     words = spec.similarity_vectoriser
     near = words.transform(heads)
     sims = {}
@@ -195,8 +215,8 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
     frame = frame.with_columns(**{k: pl.Series(v, dtype=pl.Float32) for k, v in sims.items()})
     frame = frame.hstack(_lexical(exchanges, spec))
     dense = frame.select(spec.dense_names).cast(pl.Float32).fill_null(0.0).to_numpy()
-    return sp.hstack([chars, word_grams, opening_chars, opening_words, sp.csr_matrix(dense)], format="csr",
-                     dtype=np.float32)
+    return sp.hstack([chars, word_grams, opening_chars, opening_words, followup_words, sp.csr_matrix(dense)],
+                     format="csr", dtype=np.float32)
 
 
 def _lexical(exchanges: pl.DataFrame, spec: FeatureSpec) -> pl.DataFrame:

@@ -33,6 +33,8 @@ KIND = "learned"
 FORMAT_VERSION = 1
 POLARITIES = ("dsat", "sat", "neutral")
 C_GRID = (1.0, 2.0, 4.0)
+HIDDEN_FOLLOWUPS = 0.3
+"""The share of training rows fitted without their followup (see `hide_followups`)."""
 MIN_CATEGORY_EXAMPLES = 5
 """A category with fewer labelled examples gets no class of its own in the category model."""
 SHIPPED_DIR = Path(str(resources.files("dsatkit.detectors") / "data" / "learned"))
@@ -120,7 +122,8 @@ class LearnedModel:
             "kind": KIND,
             "format": FORMAT_VERSION,
             "features": {"char_bits": self.spec.char_bits, "word_bits": self.spec.word_bits,
-                         "opening_bits": self.spec.opening_bits, "feedback_chars": self.spec.feedback_chars,
+                         "opening_bits": self.spec.opening_bits, "followup_bits": self.spec.followup_bits,
+                         "feedback_chars": self.spec.feedback_chars,
                          "opening_chars": self.spec.opening_chars, "cues_version": self.spec.cues_version},
             "models": meta_models,
             "calibration": list(self.calibration),
@@ -265,24 +268,35 @@ def read_labelled(path: str | Path) -> pl.DataFrame:
 
     frame = load_labelled([path])
     return frame.filter(pl.col("feedback").is_not_null()).select(
-        "exchange_id", "response_turn", "request", "response", "feedback",
+        "exchange_id", "response_turn", "request", "response", "feedback", "followup",
         label="gold_label", category="gold_category", group="conversation_id")
 
 
+def hide_followups(labelled: pl.DataFrame, share: float, seed: int) -> pl.DataFrame:
+    """`labelled` with the followup of a seeded random `share` of its rows set to null: logs often end
+    at the feedback, and a model that only ever saw followups would lean on them."""
+    if "followup" not in labelled.columns or share <= 0:
+        return labelled
+    hidden = np.random.default_rng(seed).random(labelled.height) < share
+    return labelled.with_columns(followup=pl.when(pl.Series(hidden)).then(None).otherwise(pl.col("followup")))
+
+
 def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
-        spec: FeatureSpec | None = None, progress=None) -> LearnedModel:
+        spec: FeatureSpec | None = None, progress=None, hidden_followups: float = HIDDEN_FOLLOWUPS) -> LearnedModel:
     """Fit a LearnedModel on labelled exchanges (see `check_labelled`); deterministic for a seed.
 
     `folds` grouped by `group` (a conversation) give the out-of-fold scores that choose C, the
-    calibration and the thresholds; the final model is fitted on every row."""
+    calibration and the thresholds; the final model is fitted on every row. A `hidden_followups` share
+    of the rows is fitted without its followup (`hide_followups`)."""
     from sklearn.metrics import average_precision_score
     from sklearn.model_selection import StratifiedGroupKFold
 
     labelled = check_labelled(labelled)
     unknown = set(labelled["category"].drop_nulls()) - set(POLARITY)
     if unknown:
-        raise InputError(f"unknown category {sorted(unknown)[0]!r}", f"use one of: {', '.join(sorted(POLARITY))}")
+        raise InputError(f"unknown category {min(unknown)!r}", f"use one of: {', '.join(sorted(POLARITY))}")
     spec = spec or FeatureSpec(cues_version=cues_version())
+    labelled = hide_followups(labelled, hidden_followups, seed)
     x = featurise(labelled, spec)
     y = labelled["label"].to_numpy()
     is_dsat, is_sat = y == "dsat", y == "sat"
@@ -329,7 +343,7 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
             categories[pol] = _fit_linear(x[idx], rows["category"].to_numpy(), c_best, w[idx], scale)
     counts = labelled["label"].value_counts().sort("label")
     info = {
-        "trained_on": {"rows": len(y), "labels": dict(counts.iter_rows())},
+        "trained_on": {"rows": len(y), "labels": dict(counts.iter_rows()), "hidden_followups": hidden_followups},
         "cross_validation": {"folds": n_folds, "grouped_by": "conversation", "seed": seed, "C": c_best,
                              "dsat_average_precision": trials[c_best][0], "dsat": dsat_cv, "sat": sat_cv,
                              "average_precision_by_C": {str(c): v[0] for c, v in trials.items()}},
