@@ -33,7 +33,11 @@ def fit_command(
                        "optional request, response, category, conversation_id"),
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="detector directory to write")],
-    kind: Annotated[str, typer.Option(help="learned (default) | exemplar (the embedding detector's classifier)")] = "learned",
+    kind: Annotated[
+        str,
+        typer.Option(help="learned | exemplar (the embedding detector's classifier) | auto: learned for labelled "
+                     "exchanges (a response column, or labelled logs), exemplar for bare turns (a text column)"),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="seed of the cross-validation folds (learned)")] = 0,
     model: Annotated[
         str | None,
@@ -46,12 +50,28 @@ def fit_command(
     cv: Annotated[int, typer.Option(help="cross-validation folds (learned: >= 2; exemplar: 0 skips)")] = 5,
 ) -> None:
     """Fit a detector on LABELS; use it with `mine --detector-dir OUT` (and `eval-detectors --detector-dir`)."""
+    if kind == "auto":
+        kind = _kind_of_labels(labels)
     if kind == "learned":
         _fit_learned(labels, out, seed, cv)
     elif kind == "exemplar":
         _fit_exemplar(labels, out, model, method, c, k, device, cv)
     else:
         raise typer.BadParameter(f"unknown kind {kind!r}: use learned or exemplar", param_hint="--kind")
+
+
+def _kind_of_labels(labels: Path) -> str:
+    """exemplar for a table of bare labelled turns (a `text` column and no `response`), else learned."""
+    import polars as pl
+
+    readers = {".parquet": pl.read_parquet_schema, ".csv": lambda p: pl.read_csv(p, n_rows=1).columns,
+               ".tsv": lambda p: pl.read_csv(p, n_rows=1, separator="\t").columns,
+               ".jsonl": lambda p: pl.read_ndjson(p, n_rows=1).columns}
+    try:
+        cols = set(readers[labels.suffix](labels)) if labels.suffix in readers else set()
+    except (pl.exceptions.PolarsError, OSError):
+        cols = set()  # the reader of the chosen kind reports what is wrong with the file
+    return "exemplar" if "text" in cols and "response" not in cols else "learned"
 
 
 def _fit_learned(labels: Path, out: Path, seed: int, folds: int) -> None:
