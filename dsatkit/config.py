@@ -22,6 +22,11 @@ class ReadConfig(StrictModel):
     skip_bad_files: bool = False
     batch_rows: int = Field(50_000, gt=0, description="conversations per batch (a flat turn table: 5x as many rows)")
     max_message_chars: int = Field(200_000, gt=0, description="longer messages are quarantined")
+    role_aliases: dict[str, Literal["system", "user", "assistant", "tool"]] = Field(
+        default_factory=dict,
+        description="more spellings of the roles, e.g. {narrator: assistant}, on top of the built-in ones "
+        "(dsatkit.logs.formats.ROLE_ALIASES; a key here wins); keys are matched case- and space-insensitively",
+    )
 
 
 class FuseConfig(StrictModel):

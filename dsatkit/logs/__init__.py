@@ -1,8 +1,10 @@
 """Chat logs on disk -> batches of canonical TURNS, with every rejected row in QUARANTINE.
 
-    for batch in read_logs(["logs/*.parquet"], ReadConfig()):
+    reader = read_logs(["logs/*.parquet", "more-logs/"], ReadConfig())
+    for batch in reader:
         batch.turns       # dsatkit.schema.TURNS, whole conversations only
         batch.quarantine  # dsatkit.schema.QUARANTINE
+    reader.skipped        # files passed over inside the directories, by reason
 
 Formats and the quarantine rules are described in docs/formats.md.
 """
@@ -10,7 +12,7 @@ Formats and the quarantine rules are described in docs/formats.md.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +24,20 @@ import pyarrow.compute as pc
 from dsatkit.config import ReadConfig
 from dsatkit.errors import InputError, first_line
 from dsatkit.logs import files
-from dsatkit.logs.formats import FORMATS, Plan, json_frames, json_keys_sample, plan_for, table_frames
+from dsatkit.logs.formats import (
+    FORMATS,
+    ROLE_ALIASES,
+    Plan,
+    json_frames,
+    json_keys_sample,
+    plan_for,
+    table_frames,
+)
 from dsatkit.logs.normalise import SeenIds, flat_to_cm, split_carry, to_turns
-from dsatkit.logs.quarantine import EMPTY_FILE, UNREADABLE, whole_file
+from dsatkit.logs.quarantine import BAD_UTF8, EMPTY_FILE, TRUNCATED, UNREADABLE, one_row, whole_file
 from dsatkit.schema import TURNS
 
-__all__ = ["FORMATS", "LogBatch", "read_logs"]
+__all__ = ["FORMATS", "LogBatch", "LogReader", "read_logs"]
 
 # what a broken file raises from the libraries that read it (our own bugs are not swallowed)
 _READ_ERRORS = (
@@ -46,23 +56,51 @@ class LogBatch:
     conversations: int = 0  # kept conversations (distinct ids in `turns`)
 
 
-def read_logs(paths: Sequence[str | Path], config: ReadConfig) -> Iterator[LogBatch]:
+class LogReader(Iterator[LogBatch]):
+    """What `read_logs` returns: an iterator of LogBatch, that knows from the start which files it reads.
+
+    `files`: the files to read, in order. `skipped`: the files passed over inside the directories given,
+    counted by reason, most frequent first (`files.HIDDEN`, `files.DANGLING`, `files.NOT_A_FILE`, or
+    "not a log file (.csv)" per suffix); `describe_skipped()` says it in one line ("" when none).
+    """
+
+    def __init__(self, found: files.Found, config: ReadConfig):
+        self.files = found.files
+        self.skipped = dict(sorted(found.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
+        self._batches = _read_all(found.files, config)
+
+    def __next__(self) -> LogBatch:
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop reading (closes the file being read)."""
+        self._batches.close()
+
+    def describe_skipped(self) -> str:
+        return files.describe_skipped(self.skipped)
+
+
+def read_logs(paths: Sequence[str | Path] | str | Path, config: ReadConfig) -> LogReader:
     """Stream the conversations of `paths` (files, globs, directories) as batches of TURNS.
 
-    Raises InputError for a path that matches nothing, and for an unreadable or unrecognisable file
-    unless `config.skip_bad_files` (then that file becomes one quarantine row and reading goes on).
-    Conversation ids are unique across the whole call: later copies are quarantined.
+    Raises InputError at once for a path that matches nothing; while reading, for an unreadable or
+    unrecognisable file unless `config.skip_bad_files` (then that file becomes one quarantine row and
+    reading goes on). Conversation ids are unique across the whole call: later copies are quarantined.
     """
     paths = [paths] if isinstance(paths, (str, Path)) else paths
-    todo = files.expand_paths(paths)
+    return LogReader(files.expand_paths(paths), config)
+
+
+def _read_all(todo: list[str], config: ReadConfig) -> Iterator[LogBatch]:
     seen = SeenIds()
+    roles = {**ROLE_ALIASES, **{k.strip().lower(): v for k, v in config.role_aliases.items()}}
     con = duckdb.connect()
     try:
         con.sql("SET TimeZone = 'UTC'")
         for path in todo:
             try:
                 empty = True
-                for batch in _read_file(path, config, con, seen):
+                for batch in _read_file(path, config, con, seen, roles):
                     empty = empty and not batch.rows_read
                     yield batch
                 if empty:  # no row to keep or reject: one quarantine row says the file was seen
@@ -82,7 +120,9 @@ def _short(e: BaseException) -> str:
     return first_line(e)[:200]
 
 
-def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, seen: SeenIds) -> Iterator[LogBatch]:
+def _read_file(
+    path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, seen: SeenIds, roles: Mapping[str, str]
+) -> Iterator[LogBatch]:
     kind = files.kind_of(path)
     if kind == "parquet":
         plan = plan_for(path, files.parquet_columns(path), config.format)
@@ -93,37 +133,64 @@ def _read_file(path: str, config: ReadConfig, con: duckdb.DuckDBPyConnection, se
             for df in files.iter_parquet(path, _batch_rows(plan, config)):  # _batches need not join them
                 df = df.with_row_index("_row", offset=offset).with_columns(pl.col("_row").cast(pl.Int64))
                 offset += df.height
-                c, m = table_frames(df, plan)
-                yield c, m, df
+                text, bad = files.as_text(df)  # binary columns as text; rows that are not UTF-8 apart
+                c, m = table_frames(text, plan)
+                if m is None:  # a flat table: a bad row is a bad message of its conversation
+                    c = c.with_columns(m_bad=pl.lit(None, pl.String))
+                if bad.height:
+                    c = pl.concat([c, _not_utf8_rows(df, bad, plan, flat=m is None)], how="diagonal_relaxed").sort("_row")
+                yield c, m, pl.concat([text, bad], how="diagonal_relaxed")  # `_raw`: the bad rows' text
 
-        yield from _batches(typed(), plan, path, config, seen)
+        yield from _batches(typed(), plan, path, config, seen, roles)
         return
 
-    binary = kind == "jsonl"
-    chunks = files.iter_jsonl(path, config.batch_rows) if binary else files.iter_json_array(
+    records = files.iter_jsonl(path, config.batch_rows) if kind == "jsonl" else files.iter_json_array(
         path, config.batch_rows)
-    first = next(chunks, None)
-    while first is not None and binary and _blank(first):  # lines of only spaces: nothing to read or reject
-        first = next(chunks, None)
+    first = next(records, None)
+    while first is not None and _blank(first):  # lines of only spaces: nothing to read or reject
+        first = next(records, None)
     if first is None:
-        return  # read_logs records the empty file
+        if records.cut is not None:  # not even one whole record
+            yield _cut(path, records.cut, "unknown")
+        return  # else read_logs records the empty file
     con.register("_chunk", first)
     try:
-        keys = json_keys_sample(con, "_chunk", binary)
+        keys = json_keys_sample(con, "_chunk")
     finally:
         con.unregister("_chunk")
     plan = plan_for(path, keys, config.format)
 
     def parsed() -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
-        for chunk in _chain(first, chunks):
+        for chunk in _chain(first, records):
             con.register("_chunk", chunk)
             try:
-                c, m = json_frames(con, "_chunk", binary, plan)
+                c, m = json_frames(con, "_chunk", plan)
             finally:
                 con.unregister("_chunk")
             yield c, m, chunk  # the raw text of a rejected row is taken from its chunk (quarantine_frame)
 
-    yield from _batches(parsed(), plan, path, config, seen)
+    yield from _batches(parsed(), plan, path, config, seen, roles)
+    if records.cut is not None:
+        yield _cut(path, records.cut, plan.fmt.name)
+
+
+def _not_utf8_rows(df: pl.DataFrame, bad: pl.DataFrame, plan: Plan, flat: bool) -> pl.DataFrame:
+    """Rows for C (or R, in a flat table) that stand for the rows of `df` whose bytes are not UTF-8.
+
+    A conversation format rejects the row (one conversation). A flat table keeps the row in its
+    conversation, where it is a bad message (the others are then rejected with it), if its id is
+    readable; else it stands alone.
+    """
+    if not flat:
+        return bad.select("_row", _conv="_row", _bad=pl.lit(BAD_UTF8), _n=pl.lit(0, pl.Int32))
+    ids = files.text_or_null(df.join(bad, on="_row", how="semi").sort("_row")[plan.ids[0]])
+    return bad.sort("_row").select("_row").with_columns(conversation_id=ids).with_columns(
+        _bad=pl.when(pl.col("conversation_id").is_null()).then(pl.lit(BAD_UTF8)), m_bad=pl.lit(BAD_UTF8))
+
+
+def _cut(path: str, cut: files.Cut, fmt: str) -> LogBatch:
+    """The batch of the one quarantine row that stands for the record a truncated file was cut in."""
+    return LogBatch(pl.DataFrame(schema=TURNS), one_row(path, cut.row, TRUNCATED, cut.describe()), path, fmt, 1)
 
 
 def _blank(chunk: pl.DataFrame) -> bool:
@@ -188,11 +255,12 @@ def _batches(
     path: str,
     config: ReadConfig,
     seen: SeenIds,
+    roles: Mapping[str, str],
 ) -> Iterator[LogBatch]:
     """Validate each front-end batch; flat tables carry the conversations that may continue into the next one."""
 
     def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
-        turns, quarantine, kept = to_turns(c, m, raw, path, config.max_message_chars, seen)
+        turns, quarantine, kept = to_turns(c, m, raw, path, config.max_message_chars, seen, roles)
         return LogBatch(turns, quarantine, path, plan.fmt.name, rows, kept)
 
     if plan.fmt.messages is not None:

@@ -66,12 +66,16 @@ ROLE_ALIASES: dict[str, str] = {
     "bot": "assistant",
     "model": "assistant",
     "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
     "ai": "assistant",
     "function": "tool",
     "ipython": "tool",
     "observation": "tool",
 }
-"""Source role (lower-cased, stripped) -> canonical role. Anything else is an unknown role."""
+"""Source role (lower-cased, stripped) -> canonical role (ShareGPT exports name the assistant `gpt`,
+`chatgpt`, `bing`, `bard` or `model`); `ReadConfig.role_aliases` adds more. Anything else is an
+unknown role."""
 
 TEXT_PART_TYPES = ("text", "input_text", "output_text")
 """Types of content parts whose `text` is kept; other parts (images, audio, files) are dropped."""
@@ -194,15 +198,14 @@ def _metadata_sql(obj: str, keys: str, used: Sequence[str]) -> str:
             f"lambda e: e.key not in ({keep})))) end")
 
 
-def _rows_sql(source: str, binary: bool) -> str:
-    """Decode, validate and parse the raw text of each row: (_row, _bad, j, _keys).
+def _rows_sql(source: str) -> str:
+    """Decode, validate and parse the raw bytes of each row (`_bytes`): (_row, _bad, j, _keys).
 
     `j` is the row's text when it is a JSON object (else NULL), `_keys` its keys: listing them is
     what validates it, in one parse.
     """
-    text = "try(decode(_bytes))" if binary else "_text"
     return f"""
-      with s as (select _row, {text} as _text from {source}),
+      with s as (select _row, try(decode(_bytes)) as _text from {source}),
       k as (
         select _row, _text, try(json_keys(_text)) as _keys
         from s where _text is null or length(_text) > 64 or trim(_text, ' \t\r') <> ''),
@@ -216,19 +219,19 @@ def _rows_sql(source: str, binary: bool) -> str:
         case when _bad is null then _keys end as _keys from v"""
 
 
-def json_keys_sample(con: duckdb.DuckDBPyConnection, source: str, binary: bool, limit: int = 1000) -> list[str]:
-    """Keys of the first `limit` JSON objects of a batch, most frequent first."""
+def json_keys_sample(con: duckdb.DuckDBPyConnection, source: str, limit: int = 1000) -> list[str]:
+    """Keys of the first `limit` JSON objects of a batch of raw rows (`_row`, `_bytes`), most frequent first."""
     rows = con.sql(
-        f"select k, count(*) n from (select unnest(_keys) k from ({_rows_sql(source, binary)}) "
+        f"select k, count(*) n from (select unnest(_keys) k from ({_rows_sql(source)}) "
         f"where j is not null limit {limit}) group by k order by n desc, k"
     ).fetchall()
     return [r[0] for r in rows]
 
 
 def json_frames(
-    con: duckdb.DuckDBPyConnection, source: str, binary: bool, plan: Plan
+    con: duckdb.DuckDBPyConnection, source: str, plan: Plan
 ) -> tuple[pl.DataFrame, pl.DataFrame | None]:
-    """Apply `plan` to a batch of JSON text rows held by DuckDB relation `source`.
+    """Apply `plan` to a batch of raw JSON rows (`_row`, `_bytes`) held by DuckDB relation `source`.
 
     Returns (C, M) for a conversation format, or (R, None) for a flat table, where R has one row per
     input row (see `flat_frames`). The raw text for quarantine stays in `source`.
@@ -247,7 +250,7 @@ def json_frames(
     common = (f"{_scalar_sql(field(plan.model))} as model, {_scalar_sql(field(plan.language))} as language, "
               f"{_ts_sql(field(plan.timestamp))} as timestamp, {_metadata_sql('j', '_keys', plan.used)} as metadata")
     ids = ", ".join(_scalar_sql(field(k)) for k in plan.ids) or "NULL::VARCHAR"
-    rows = f"select _row, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source, binary)})"
+    rows = f"select _row, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source)})"
     if fmt.messages is not None:
         m_keys = {plan.role: "JSON", plan.content: "JSON", "timestamp": "JSON", "language": "JSON"}
         struct = (

@@ -8,6 +8,8 @@ the file, or interleaved with other conversations' rows within half a batch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import polars as pl
 
@@ -99,6 +101,7 @@ def flat_to_cm(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             pl.lit(False).alias("_null"), "m_role", "m_content",
             pl.col("timestamp").alias("m_timestamp"), pl.col("language").alias("m_language"),
             pl.col("model").alias("m_model"), pl.col("metadata").alias("m_metadata"), "conversation_id",
+            *(["m_bad"] if "m_bad" in r.columns else []),
         )
     )
     c = m.group_by("_conv", maintain_order=True).agg(
@@ -113,10 +116,13 @@ def flat_to_cm(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return c, m.drop("conversation_id")
 
 
-def _issue(max_chars: int) -> pl.Expr:
-    """A message's problem, the first that applies, or null."""
+def _issue(max_chars: int, m_bad: bool) -> pl.Expr:
+    """A message's problem, the first that applies, or null (`m_bad`: M has a column of problems found
+    while reading, such as a row of a flat table that is not UTF-8)."""
+    found = pl.col("m_bad") if m_bad else pl.lit(None, pl.String)
     return (
-        pl.when(pl.col("_null")).then(pl.lit(q.MALFORMED_MESSAGE))
+        pl.when(found.is_not_null()).then(found)
+        .when(pl.col("_null")).then(pl.lit(q.MALFORMED_MESSAGE))
         .when(pl.col("role").is_null()).then(pl.lit(q.UNKNOWN_ROLE))
         .when(pl.col("m_content").is_null()).then(pl.lit(q.NON_TEXT))
         # characters are counted only where the bytes could be too many (counting reads every byte)
@@ -126,18 +132,20 @@ def _issue(max_chars: int) -> pl.Expr:
 
 
 def to_turns(
-    c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, source_file: str, max_chars: int, seen: SeenIds
+    c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, source_file: str, max_chars: int, seen: SeenIds,
+    roles: Mapping[str, str] = ROLE_ALIASES,
 ) -> tuple[pl.DataFrame, pl.DataFrame, int]:
     """Validate a batch's conversations: (TURNS of the good ones, QUARANTINE of the rest, how many
-    good ones; each has a message at least, and an id of its own)."""
+    good ones; each has a message at least, and an id of its own). `roles` maps a role as written
+    (lower-cased, stripped) to its canonical role."""
     # a log spells its roles a handful of ways: each distinct spelling is normalised once
     spellings = m.select(pl.col("m_role").drop_nulls().unique()).with_columns(
         role=pl.col("m_role").str.strip_chars().str.to_lowercase()
-        .replace_strict(ROLE_ALIASES, default=None, return_dtype=pl.String)
+        .replace_strict(dict(roles), default=None, return_dtype=pl.String)
     )
     m = m.with_columns(
         role=pl.col("m_role").replace_strict(spellings["m_role"], spellings["role"], default=None, return_dtype=ROLE_DTYPE)
-    ).with_columns(_issue=_issue(max_chars))
+    ).with_columns(_issue=_issue(max_chars, "m_bad" in m.columns))
     worst = (
         m.filter(pl.col("_issue").is_not_null())
         .group_by("_conv", maintain_order=True)

@@ -25,11 +25,12 @@ TOO_LONG = "message too long"
 DUPLICATE = "duplicate conversation_id"
 NO_ID = "missing conversation_id"
 IN_BAD_CONVERSATION = "in a quarantined conversation"
+TRUNCATED = "truncated file"
 UNREADABLE = "unreadable file"
 EMPTY_FILE = "empty file"
 
 REASONS = (BAD_UTF8, BAD_JSON, NOT_OBJECT, NO_MESSAGES, MALFORMED_MESSAGE, UNKNOWN_ROLE, NON_TEXT, TOO_LONG,
-           DUPLICATE, NO_ID, IN_BAD_CONVERSATION)
+           DUPLICATE, NO_ID, IN_BAD_CONVERSATION, TRUNCATED)
 
 RAW_CHARS = 2000
 """Raw input kept per quarantined row."""
@@ -38,8 +39,9 @@ RAW_CHARS = 2000
 def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> pl.DataFrame:
     """QUARANTINE rows for `bad` (_row, reason), with the raw text of each row from `raw`.
 
-    `raw` is (_row, _bytes) for JSON lines, (_row, _text) for JSON arrays, or (_row, <the row's
-    columns>) for typed inputs; only the bad rows are decoded or JSON-encoded, here.
+    `raw` is (_row, _bytes) for JSON text (a line, or an element of an array), or (_row, <the row's
+    columns>, _raw) for typed inputs, `_raw` being the row's text where it is known already (a row
+    with bytes that are not UTF-8), else null; only the bad rows are decoded or JSON-encoded, here.
     """
     if bad.is_empty():
         return pl.DataFrame(schema=QUARANTINE)
@@ -50,11 +52,10 @@ def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> 
             """select _row, coalesce(try(decode(_bytes)), replace(cast(_bytes as VARCHAR), '\\x22', '"')) as _raw
             from rows"""
         ).pl()
-    elif set(rows.columns) == {"_row", "_text"}:
-        rows = rows.rename({"_text": "_raw"})
     else:
-        cols = [c for c in rows.columns if c != "_row"]
-        rows = rows.select("_row", pl.struct(cols).struct.json_encode().alias("_raw"))
+        cols = [c for c in rows.columns if c not in ("_row", "_raw")]
+        encoded = pl.struct(cols).struct.json_encode()
+        rows = rows.select("_row", (pl.coalesce("_raw", encoded) if "_raw" in rows.columns else encoded).alias("_raw"))
     out = bad.join(rows.select("_row", "_raw"), on="_row", how="left").sort("_row")
     return conform(
         out.select(
@@ -69,6 +70,13 @@ def quarantine_frame(bad: pl.DataFrame, raw: pl.DataFrame, source_file: str) -> 
 
 def whole_file(source_file: str, reason: str) -> pl.DataFrame:
     """The one quarantine row (row_number -1) that stands for a whole file: unreadable, or empty."""
+    return one_row(source_file, -1, reason, None)
+
+
+def one_row(source_file: str, row_number: int, reason: str, raw: str | None) -> pl.DataFrame:
+    """A QUARANTINE frame of one row (`raw` cut at RAW_CHARS)."""
     return conform(
-        pl.DataFrame({"source_file": [source_file], "row_number": [-1], "reason": [reason]}), QUARANTINE
+        pl.DataFrame({"source_file": [source_file], "row_number": [row_number], "reason": [reason],
+                      "raw": [None if raw is None else raw[:RAW_CHARS]]}, schema_overrides={"raw": pl.String}),
+        QUARANTINE,
     )
