@@ -10,7 +10,6 @@ the non-DSAT ones to recognise generic turns ("continue", "thanks") whatever the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from dsatkit.detectors import directory
 from dsatkit.errors import ConfigError, InputError, first_line
 from dsatkit.taxonomy import POLARITY
 
@@ -26,6 +26,7 @@ NEUTRAL = "neutral"
 # Coarse labels a user may give instead of a category, and the category they stand for in DETECTIONS.
 COARSE_LABELS: dict[str, str] = {"dsat": "negative_feedback", "sat": "acknowledgment", NEUTRAL: NEUTRAL}
 FORMAT_VERSION = 1
+ARRAYS = "classifier.npz"
 METHODS = ("logreg", "knn")
 SHORT_WORDS, SHORT_CHARS = 4, 25  # a "short" exemplar: a generic turn, not a request with a topic
 
@@ -171,37 +172,18 @@ class ExemplarClassifier:
 
     # persistence ------------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         arrays = {"exemplars": self.exemplars.astype(np.float32), "exemplar_labels": self.exemplar_labels}
         if self.coef is not None:
             arrays |= {"coef": self.coef, "intercept": self.intercept}
         if self.short is not None:
             arrays["short"] = self.short
-        np.savez_compressed(out / "classifier.npz", **arrays)
-        meta = {
-            "format": FORMAT_VERSION,
-            "model": self.model,
-            "method": self.method,
-            "classes": self.classes,
-            "k": self.k,
-            **self.info,
-        }
-        (out / "detector.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        return out
+        meta = {"format": FORMAT_VERSION, "model": self.model, "method": self.method, "classes": self.classes,
+                "k": self.k, **self.info}
+        return directory.save(out_dir, ARRAYS, meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> ExemplarClassifier:
-        d = Path(path)
-        meta_path, npz_path = d / "detector.json", d / "classifier.npz"
-        if not meta_path.exists() or not npz_path.exists():
-            raise ConfigError(
-                f"{d} is not a detector directory (needs detector.json and classifier.npz)",
-                "create one with `dsatkit detectors fit LABELS -o DIR`",
-            )
-        try:
-            meta = json.loads(meta_path.read_text())
-            arrays = np.load(npz_path)
+        def build(meta: dict, arrays) -> ExemplarClassifier:
             info = {k: v for k, v in meta.items() if k not in ("format", "model", "method", "classes", "k")}
             return cls(
                 model=meta["model"],
@@ -215,10 +197,8 @@ class ExemplarClassifier:
                 info=info,
                 short=arrays.get("short"),
             )
-        except (KeyError, ValueError, OSError) as e:
-            raise ConfigError(
-                f"{d}: corrupt detector directory ({e})", "re-run `dsatkit detectors fit`"
-            ) from None
+
+        return directory.load(path, ARRAYS, "detector", build)
 
 
 def _logreg(c: float):

@@ -15,7 +15,6 @@ weight zero and are not stored). No pickle: a detector directory is safe to shar
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -24,13 +23,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from dsatkit.detectors import directory
 from dsatkit.detectors.features import CUES_PATH, FeatureSpec, featurise
-from dsatkit.errors import ConfigError, InputError
+from dsatkit.errors import InputError
 from dsatkit.schema import DETECTIONS, conform
 from dsatkit.taxonomy import POLARITY
 
 KIND = "learned"
 FORMAT_VERSION = 1
+ARRAYS = "model.npz"
 POLARITIES = ("dsat", "sat", "neutral")
 C_GRID = (1.0, 2.0, 4.0)
 HIDDEN_FOLLOWUPS = 0.3
@@ -106,8 +107,6 @@ class LearnedModel:
 
     # persistence ------------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         arrays: dict[str, np.ndarray] = {}
         meta_models = {}
         named = {"dsat": self.dsat, **({"sat": self.sat} if self.sat else {}),
@@ -117,7 +116,6 @@ class LearnedModel:
             arrays |= {f"{name}_row": coo.row.astype(np.int16), f"{name}_col": coo.col.astype(np.int32),
                        f"{name}_val": coo.data.astype(np.float32), f"{name}_intercept": model.intercept.astype(np.float64)}
             meta_models[name] = model.classes
-        np.savez_compressed(out / "model.npz", **arrays)
         meta = {
             "kind": KIND,
             "format": FORMAT_VERSION,
@@ -131,41 +129,33 @@ class LearnedModel:
             "sat_threshold": self.sat_threshold,
             **self.info,
         }
-        (out / "detector.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-        return out
+        return directory.save(out_dir, ARRAYS, meta, arrays)
 
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
-        d = Path(path)
-        meta_path, npz_path = d / "detector.json", d / "model.npz"
-        if not meta_path.exists() or not npz_path.exists():
-            raise ConfigError(f"{d} is not a learned detector directory (needs detector.json and model.npz)",
-                              "create one with `dsatkit detectors fit LABELS -o DIR`")
-        try:
-            meta = json.loads(meta_path.read_text())
+        def build(meta: dict, arrays) -> LearnedModel:
             if meta.get("kind") != KIND or meta.get("format") != FORMAT_VERSION:
                 raise ValueError(f"kind {meta.get('kind')!r} format {meta.get('format')!r}")
             spec = FeatureSpec(**meta["features"])
-            arrays = np.load(npz_path)
             models = {}
             for name, classes in meta["models"].items():
                 rows = 1 if len(classes) == 2 else len(classes)
                 coef = sp.csr_matrix((arrays[f"{name}_val"], (arrays[f"{name}_row"], arrays[f"{name}_col"])),
                                      shape=(rows, spec.width))
                 models[name] = Linear(list(classes), coef, arrays[f"{name}_intercept"])
-        except (KeyError, ValueError, TypeError, OSError) as e:
-            raise ConfigError(f"{d}: corrupt learned detector ({e})", "re-run `dsatkit detectors fit`") from None
-        known = {"kind", "format", "features", "models", "calibration", "threshold", "sat_threshold"}
-        return cls(
-            spec=spec,
-            dsat=models.pop("dsat"),
-            sat=models.pop("sat", None),
-            categories={k.removeprefix("category_"): v for k, v in models.items()},
-            calibration=tuple(meta["calibration"]),
-            threshold=float(meta["threshold"]),
-            sat_threshold=float(meta["sat_threshold"]),
-            info={k: v for k, v in meta.items() if k not in known},
-        )
+            known = {"kind", "format", "features", "models", "calibration", "threshold", "sat_threshold"}
+            return cls(
+                spec=spec,
+                dsat=models.pop("dsat"),
+                sat=models.pop("sat", None),
+                categories={k.removeprefix("category_"): v for k, v in models.items()},
+                calibration=tuple(meta["calibration"]),
+                threshold=float(meta["threshold"]),
+                sat_threshold=float(meta["sat_threshold"]),
+                info={k: v for k, v in meta.items() if k not in known},
+            )
+
+        return directory.load(path, ARRAYS, "learned detector", build)
 
 
 def cues_version() -> str:
