@@ -24,26 +24,21 @@ def _assistant(text: pl.Expr) -> pl.Expr:
     return pl.concat_list(pl.struct(pl.lit("assistant").alias("role"), text.alias("content")))
 
 
-HAS_PROMPT = (
-    pl.col("request").str.strip_chars().str.len_chars().gt(0).fill_null(False)
-    & pl.col("context").list.eval(pl.element().struct.field("role") == "user").list.any().fill_null(False)
-)
-"""Whether an exchange (with its context) has a prompt to pair: a non-blank request and a user turn in
-its context (the one home of that rule)."""
+HAS_PROMPT = (pl.col("request").str.contains(r"\S") & (pl.col("context").list.len() > 0)).fill_null(False)
+"""Whether an exchange (with its context) has a prompt to pair: a non-blank request (the last user turn
+before the response: null when there is none) and a context to put it in (the one home of that rule)."""
 
 
 class DsatAndPairs(NamedTuple):
-    """What `dsat_and_pairs` returns: unpacks as `dsat, pairs`."""
+    """What `dsat_and_pairs` returns: unpacks as `dsat, pairs, no_prompt`."""
 
     dsat: pl.DataFrame
     """DSAT records, one per DSAT exchange (those with no prompt included)."""
     pairs: pl.DataFrame
     """PAIRS of the DSAT exchanges that have a prompt (`HAS_PROMPT`)."""
 
-    @property
-    def no_prompt(self) -> int:
-        """How many DSAT records got no pair for want of a prompt (see `HAS_PROMPT`)."""
-        return int(self.dsat.select((~HAS_PROMPT).sum()).item())
+    no_prompt: int
+    """How many DSAT records got no pair for want of a prompt (see `HAS_PROMPT`)."""
 
 
 def dsat_and_pairs(
@@ -82,7 +77,7 @@ def dsat_and_pairs(
     # in the exchanges' (the logs') order, the DSAT pairs before the seed ones: a run's output order
     # is deterministic without a sort, which would copy every prompt once more
     pairs = pl.concat([conform(dsat_pairs, PAIRS), conform(seed_pairs, PAIRS)])
-    return DsatAndPairs(conform(dsat, DSAT), pairs)
+    return DsatAndPairs(conform(dsat, DSAT), pairs, int(prompted.len() - prompted.sum()))
 
 
 def build_pairs(exchanges: pl.DataFrame, verdicts: pl.DataFrame, turns: pl.DataFrame | None = None) -> pl.DataFrame:

@@ -256,9 +256,8 @@ def mine(
                 with timer("store"):
                     writer.append_many([("detections", detections), ("verdicts", verdicts)])
                 with timer("pairs"):
-                    found = dsat_and_pairs(ex, verdicts, batch.turns)
-                    dsat, pairs = found
-                    summary.no_prompt += found.no_prompt
+                    dsat, pairs, no_prompt = dsat_and_pairs(ex, verdicts, batch.turns)
+                    summary.no_prompt += no_prompt
                 n_conv = batch.conversations
                 summary.conversations += n_conv
                 summary.turns += batch.turns.height

@@ -129,7 +129,7 @@ def test_pairs_are_the_same_whether_verdicts_come_row_for_row_or_in_any_order():
     v = _verdicts_for(ex, {("c", 1): "dsat", ("c", 3): "sat", ("d", 1): "dsat", ("d", 3): "dsat"})
     aligned = dsat_and_pairs(ex, v)
     for other in (v.reverse(), v.sample(fraction=1.0, shuffle=True, seed=3), v.head(v.height - 1)):
-        dsat, pairs = dsat_and_pairs(ex, other)
+        dsat, pairs, _ = dsat_and_pairs(ex, other)
         if other.height == v.height:
             assert dsat.equals(aligned[0]) and pairs.equals(aligned[1])
         else:  # the exchange left out has no verdict, so no DSAT record
@@ -153,7 +153,7 @@ def test_exchanges_without_a_prompt_keep_their_dsat_record_but_get_no_pair():
                   ("part_1", 0): "dsat", ("part_1", 2): "dsat", ("blank", 1): "dsat"}
     v = _verdicts_for(ex, polarities)
     result = dsat_and_pairs(ex, v)
-    dsat, pairs = result  # still unpacks as the two frames
+    dsat, pairs, _ = result
     assert dsat.height == 6 and result.no_prompt == 2  # part_1's first answer and the blank request
     key = dict(zip(ex["exchange_id"], zip(ex["conversation_id"], ex["response_turn"], strict=True), strict=True))
     assert sorted(key[e] for e in pairs.filter(pl.col("origin") == "dsat")["exchange_id"]) == [
