@@ -139,6 +139,21 @@ def test_fit_learns_the_kinds_it_is_shown(small_model):
     assert out["category"][0] == "factual_error"
 
 
+def test_extra_rows_train_every_fold_but_are_never_scored():
+    base = labelled_set(60)
+    extra = pl.DataFrame({"feedback": ["das ist falsch", "不对", "danke schön", "weiter"],
+                          "label": ["dsat", "dsat", "sat", "neutral"], "category": [None, None, None, None],
+                          "weight": [0.3] * 4}, schema_overrides={"category": pl.String})
+    alone, helped = fit(base, folds=3, c_grid=(1.0,)), fit(base, folds=3, c_grid=(1.0,), extra=extra)
+    assert helped.info["trained_on"]["rows"] == alone.info["trained_on"]["rows"] == 60
+    assert helped.info["trained_on"]["extra"] == {"rows": 4, "labels": {"dsat": 2, "neutral": 1, "sat": 1}}
+    # n-grams only the extra rows hold ("falsch") carry weight in the fitted model, and none without them
+    from dsatkit.detectors.features import featurise
+
+    only_extra = np.setdiff1d(featurise(extra, helped.spec).indices, featurise(base, helped.spec).indices)
+    assert helped.dsat.coef[:, only_extra].nnz > 0 and alone.dsat.coef[:, only_extra].nnz == 0
+
+
 def test_fit_rejects_labels_it_cannot_learn_from():
     with pytest.raises(InputError, match="unknown label"):
         fit(labelled_set().with_columns(label=pl.lit("bad")))

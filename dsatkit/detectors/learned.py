@@ -272,15 +272,22 @@ def hide_followups(labelled: pl.DataFrame, share: float, seed: int) -> pl.DataFr
 
 
 def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
-        spec: FeatureSpec | None = None, progress=None, hidden_followups: float = HIDDEN_FOLLOWUPS) -> LearnedModel:
+        spec: FeatureSpec | None = None, progress=None, hidden_followups: float = HIDDEN_FOLLOWUPS,
+        extra: pl.DataFrame | None = None) -> LearnedModel:
     """Fit a LearnedModel on labelled exchanges (see `check_labelled`); deterministic for a seed.
 
     `folds` grouped by `group` (a conversation) give the out-of-fold scores that choose C, the
     calibration and the thresholds; the final model is fitted on every row. A `hidden_followups` share
-    of the rows is fitted without its followup (`hide_followups`)."""
+    of the rows is fitted without its followup (`hide_followups`). `extra` rows (e.g. short labelled
+    turns in languages the logs lack) join every training fold and the final fit but are never scored:
+    the calibration, thresholds and figures come from `labelled` alone."""
     from sklearn.metrics import average_precision_score
     from sklearn.model_selection import StratifiedGroupKFold
 
+    n_scored = check_labelled(labelled).height
+    if extra is not None:
+        labelled = pl.concat([check_labelled(labelled), check_labelled(extra).with_columns(
+            group=pl.format("extra:{}", "group"))], how="diagonal_relaxed")
     labelled = check_labelled(labelled)
     unknown = set(labelled["category"].drop_nulls()) - set(POLARITY)
     if unknown:
@@ -288,25 +295,28 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     spec = spec or FeatureSpec(cues_version=cues_version())
     labelled = hide_followups(labelled, hidden_followups, seed)
     x = featurise(labelled, spec)
-    y = labelled["label"].to_numpy()
+    y_all = labelled["label"].to_numpy()
+    y = y_all[:n_scored]  # the scored rows come first; `extra` rows follow
     is_dsat, is_sat = y == "dsat", y == "sat"
     if is_dsat.sum() < 2 or (~is_dsat).sum() < 2:
         raise InputError("labels need at least 2 dsat rows and 2 other rows to fit a detector")
     w = labelled["weight"].to_numpy()
-    groups = labelled["group"].to_numpy()
+    groups = labelled["group"].to_numpy()[:n_scored]
     scale = _column_scale(x, spec)
     n_folds = min(folds, int(is_dsat.sum()), int((~is_dsat).sum()), len(np.unique(groups)))
-    splits = list(StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x, y, groups))
+    always = np.arange(n_scored, len(y_all))  # extra rows: in every training fold
+    splits = [(np.concatenate([train, always]), test) for train, test in
+              StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x[:n_scored], y, groups)]
 
-    def out_of_fold(target: np.ndarray, c: float) -> np.ndarray:
-        oof = np.zeros(len(target))
+    def out_of_fold(target_all: np.ndarray, c: float) -> np.ndarray:
+        oof = np.zeros(n_scored)
         for train, test in splits:
-            oof[test] = _fit_linear(x[train], target[train], c, w[train], scale).proba(x[test])[:, 1]
+            oof[test] = _fit_linear(x[train], target_all[train], c, w[train], scale).proba(x[test])[:, 1]
         return oof
 
     trials = {}
     for c in c_grid:
-        oof = out_of_fold(is_dsat, c)
+        oof = out_of_fold(y_all == "dsat", c)
         trials[c] = (float(average_precision_score(is_dsat, oof)), oof)
         if progress:
             progress(f"C={c}: out-of-fold DSAT average precision {trials[c][0]:.3f}")
@@ -317,9 +327,9 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     threshold, dsat_cv = best_threshold(is_dsat, p_dsat)
     sat_model, sat_threshold, sat_cv = None, 1.0, {}
     if is_sat.sum() >= n_folds:
-        p_sat = out_of_fold(is_sat, c_best)
+        p_sat = out_of_fold(y_all == "sat", c_best)
         sat_threshold, sat_cv = _sat_threshold(is_sat, p_sat, p_dsat < threshold, dsat_cv["precision"])
-        sat_model = _fit_linear(x, is_sat, c_best, w, scale)
+        sat_model = _fit_linear(x, y_all == "sat", c_best, w, scale)
     categories = {}
     for pol in ("dsat", "sat"):
         rows = labelled.with_row_index("i").filter((pl.col("label") == pol) & pl.col("category").is_not_null())
@@ -331,14 +341,17 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
         elif names:
             idx = rows["i"].to_numpy()
             categories[pol] = _fit_linear(x[idx], rows["category"].to_numpy(), c_best, w[idx], scale)
-    counts = labelled["label"].value_counts().sort("label")
+    counts = labelled.head(n_scored)["label"].value_counts().sort("label")
     info = {
-        "trained_on": {"rows": len(y), "labels": dict(counts.iter_rows()), "hidden_followups": hidden_followups},
+        "trained_on": {"rows": n_scored, "labels": dict(counts.iter_rows()), "hidden_followups": hidden_followups},
         "cross_validation": {"folds": n_folds, "grouped_by": "conversation", "seed": seed, "C": c_best,
                              "dsat_average_precision": trials[c_best][0], "dsat": dsat_cv, "sat": sat_cv,
                              "average_precision_by_C": {str(c): v[0] for c, v in trials.items()}},
     }
-    return LearnedModel(spec, _fit_linear(x, is_dsat, c_best, w, scale), sat_model, categories, (a, b),
+    if extra is not None:
+        extra_counts = labelled.tail(len(y_all) - n_scored)["label"].value_counts().sort("label")
+        info["trained_on"]["extra"] = {"rows": len(y_all) - n_scored, "labels": dict(extra_counts.iter_rows())}
+    return LearnedModel(spec, _fit_linear(x, y_all == "dsat", c_best, w, scale), sat_model, categories, (a, b),
                         threshold, sat_threshold, info)
 
 
