@@ -9,7 +9,8 @@ What the user's next turn says, read in the light of what it answers:
   part of a series, a pasted error or traceback, complaints that the answer is incomplete, a new
   requirement, a new question; whether the response held code; lengths.
 - relations: how close the feedback is to the request (a repeat or rephrase) and to the response (a
-  quote of it), as cosines of the hashed n-gram vectors; whether a series number moved on.
+  quote of it), as cosine and containment both ways of their word sets; whether a series number moved
+  on.
 - the lexical cue table's verdict (`LexicalDetector`) as features: its score and category;
 - what came next: the opening of the assistant's turn after the feedback (`followup`: an assistant
   that answers a repair owns the mistake first, "I apologize for the confusion", "you're right"), as

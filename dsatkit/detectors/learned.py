@@ -1,11 +1,11 @@
 """The learned DSAT detector: features of an exchange -> calibrated P(DSAT), P(SAT) and a category.
 
-A multinomial logistic regression over `features.featurise` (dsat / sat / neutral), trained on
+Two logistic regressions over `features.featurise`, DSAT-vs-rest and SAT-vs-rest, trained on
 exchanges labelled by reading real logs (`dsatkit.corpus`, or a user's own labels through
 `dsatkit detectors fit`). Out-of-fold predictions (folds grouped by conversation) choose the
 regularisation, fit a Platt calibration of P(DSAT), and pick the stored thresholds: the DSAT one that
-maximises F1, and a SAT one at least as precise as DSAT. Category models (one per polarity) name the
-DSAT or SAT kind of a verdict.
+maximises F1, and a SAT one at least as precise as DSAT. Multinomial category models (one per
+polarity) name the DSAT or SAT kind of a verdict.
 
 A model is a directory: `detector.json` (kind, feature spec, thresholds, calibration, classes, the
 cross-validated figures) and `model.npz` (sparse weights: hashed features that training never saw keep
@@ -284,11 +284,11 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     from sklearn.metrics import average_precision_score
     from sklearn.model_selection import StratifiedGroupKFold
 
-    n_scored = check_labelled(labelled).height
-    if extra is not None:
-        labelled = pl.concat([check_labelled(labelled), check_labelled(extra).with_columns(
-            group=pl.format("extra:{}", "group"))], how="diagonal_relaxed")
     labelled = check_labelled(labelled)
+    n_scored = labelled.height
+    if extra is not None:
+        labelled = pl.concat([labelled, check_labelled(extra).with_columns(group=pl.format("extra:{}", "group"))],
+                             how="diagonal_relaxed")
     unknown = set(labelled["category"].drop_nulls()) - set(POLARITY)
     if unknown:
         raise InputError(f"unknown category {min(unknown)!r}", f"use one of: {', '.join(sorted(POLARITY))}")
