@@ -287,8 +287,7 @@ class JudgeDetector:
         and the cost at the configured prices."""
         frame = self._keyed(exchanges).unique("key", keep="first", maintain_order=True)
         todo = frame.join(self._cached(frame["key"]).filter("ok").select("key"), on="key", how="anti")
-        prompt = sum(rubric.estimate_tokens(m["content"]) + 4 for item in todo.iter_rows(named=True)
-                     for m in self.messages_for(item))
+        prompt = sum(rubric.estimate_prompt_tokens(self.messages_for(item)) for item in todo.iter_rows(named=True))
         completion = todo.height * self.config.max_tokens
         cost = prompt / 1000 * self.config.price_per_1k_input + completion / 1000 * self.config.price_per_1k_output
         return JudgePlan(exchanges=frame.height, cached=frame.height - todo.height, calls=todo.height,
@@ -338,7 +337,7 @@ class JudgeDetector:
     async def _call(self, client: openai.AsyncOpenAI, messages: list[dict], tokens: list[int]) -> str | None:
         """One chat completion with retries; returns the answer's content. Adds usage to `tokens`."""
         cfg = self.config
-        est = sum(rubric.estimate_tokens(m["content"]) + 4 for m in messages) + cfg.max_tokens
+        est = rubric.estimate_prompt_tokens(messages) + cfg.max_tokens
         attempt = 0
         while True:
             if cfg.max_calls is not None and self.stats.calls >= cfg.max_calls:

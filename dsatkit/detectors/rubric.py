@@ -123,6 +123,11 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    """Estimated prompt tokens of chat `messages`: their text plus a few tokens of framing each."""
+    return sum(estimate_tokens(m["content"]) + 4 for m in messages)
+
+
 def cut_middle(text: str, max_tokens: int) -> str:
     """Keep the head and tail of `text` within `max_tokens`, with a marker where the middle was."""
     limit = max(max_tokens, 16) * CHARS_PER_TOKEN
