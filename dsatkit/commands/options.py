@@ -20,17 +20,6 @@ DetectorDirOpt = Annotated[
 ]
 
 
-def detector_kind(detector_dir: Path) -> str:
-    """The config section a detector directory belongs to: `learned` or `embedding` (by its detector.json)."""
-    import json
-
-    try:
-        kind = json.loads((detector_dir / "detector.json").read_text()).get("kind")
-    except (OSError, ValueError):
-        kind = None  # the detector's own loader reports what is wrong with the directory
-    return "learned" if kind == "learned" else "embedding"
-
-
 def detector_overrides(
     fmt: str | None,
     detectors: str | None,
@@ -45,7 +34,10 @@ def detector_overrides(
         "embedding.model": embedding_model,
     }
     if detector_dir is not None:
-        overrides[f"{detector_kind(detector_dir)}.detector_dir"] = str(detector_dir)
+        from dsatkit.detectors.directory import kind_of
+
+        # the config section the directory belongs to: a learned detector, else an exemplar classifier
+        overrides[f"{'learned' if kind_of(detector_dir) == 'learned' else 'embedding'}.detector_dir"] = str(detector_dir)
     if detectors is not None:
         overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
     return overrides

@@ -27,6 +27,15 @@ def save(out_dir: str | Path, arrays_name: str, meta: Mapping, arrays: Mapping[s
     return out
 
 
+def kind_of(path: str | Path) -> str | None:
+    """The `kind` a detector directory's detector.json names (None when it names none or cannot be read:
+    the detector's own loader then reports what is wrong)."""
+    try:
+        return json.loads((Path(path) / META).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load(path: str | Path, arrays_name: str, what: str, build: Callable[[dict, np.lib.npyio.NpzFile], T]) -> T:
     """`build(meta, arrays)` of the directory at `path`; a missing file, unreadable content or a field
     `build` cannot find is a one-line ConfigError naming the directory and `what` it should be."""
