@@ -95,6 +95,7 @@ def test_tiny_recipe_loads_with_overrides() -> None:
         (MINIMAL + "method: ppo\n", r"method: Input should be 'drift', 'spin' or 'idpo'"),
         (MINIMAL + "sampler: {backend: tgi}\n", r"sampler\.backend"),
         (MINIMAL + "lora: {rank: 8}\n", r"lora: .*not a LoraConfig"),
+        (MINIMAL + "reference: first\n", r"reference: Input should be 'round_start' or 'initial'"),
         ("model: builtin:tiny\noutput_dir: x\n", r"data: Field required"),
         ("model: [unclosed\n", r"not valid YAML"),
         ("- a list\n", r"must be a mapping"),

@@ -191,6 +191,16 @@ def test_idpo_round_ranked_by_reward_model(mined: Path, tmp_path: Path) -> None:
 
 
 def test_precomputed_chosen_needs_no_sampling(mined: Path, tmp_path: Path) -> None:
+    (m,) = drift.run(recipe(precomputed(mined, tmp_path), tmp_path / "pre", rounds=1, sampler={"backend": "precomputed"},
+                            data={"where": "category is not null", "max_pairs": 10}))
+    assert m.pairs_kept == 10 and m.sample_s < 5
+    assert set(texts(pl.read_parquet(tmp_path / "pre/round-1/pairs.parquet"), "chosen").values()) == {
+        "A better, corrected answer."
+    }
+
+
+def precomputed(mined: Path, tmp_path: Path) -> Path:
+    """The mined pairs with a fixed chosen on every DSAT pair: rounds that train without sampling."""
     pairs = pl.read_parquet(mined / "pairs.parquet")
     filled = pairs.with_columns(
         chosen=pl.when(pl.col("origin") == "dsat")
@@ -198,12 +208,23 @@ def test_precomputed_chosen_needs_no_sampling(mined: Path, tmp_path: Path) -> No
         .otherwise(pl.col("chosen"))
     )
     filled.write_parquet(tmp_path / "pairs.parquet")
-    (m,) = drift.run(recipe(tmp_path / "pairs.parquet", tmp_path / "pre", rounds=1, sampler={"backend": "precomputed"},
-                            data={"where": "category is not null", "max_pairs": 10}))
-    assert m.pairs_kept == 10 and m.sample_s < 5
-    assert set(texts(pl.read_parquet(tmp_path / "pre/round-1/pairs.parquet"), "chosen").values()) == {
-        "A better, corrected answer."
-    }
+    return tmp_path / "pairs.parquet"
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4, "lora_alpha": 8, "target_modules": "all-linear"}], ids=["full", "lora"])
+def test_reference_initial_is_the_first_policy_every_round(mined: Path, tmp_path: Path, lora) -> None:
+    out = tmp_path / "run"
+    rec = recipe(precomputed(mined, tmp_path), out, rounds=2, reference="initial", lora=lora,
+                 sampler={"backend": "precomputed"}, data={"max_pairs": 8})
+    m1, m2 = drift.run(rec)
+    base, r1 = str(out / "base-model"), str(out / "round-1" / "model")
+    assert (m1.start_model, m2.start_model) == (base, r1)
+    assert m1.reference_model == m2.reference_model == base  # round 2 starts from round 1, refers to the base
+    fp_base, fp_r1 = drift.fingerprint_of(base), drift.fingerprint_of(r1)
+    assert fp_base != pytest.approx(fp_r1)  # round 1 moved the weights: the fingerprints tell them apart
+    assert m2.reference_fingerprint == pytest.approx(fp_base)
+    if lora is None:
+        assert m1.reference_fingerprint == pytest.approx(fp_base)
 
 
 @pytest.mark.gpu

@@ -8,7 +8,8 @@ Layout of `output_dir`:
     train.duckdb           table `train_rounds`, one row per finished round (`dsatkit sql output_dir`)
 
 Round 0 is the seed stage when enabled. Each round trains from the previous round's saved model and
-TRL reloads the reference model from that same path, so the reference of round N is its start. Device
+TRL reloads the reference model from that same path, so the reference of round N is its start
+(`reference: initial` hands TRL the run's first policy instead, the same for every round). Device
 placement is left to TRL/accelerate, so `accelerate launch -m dsatkit train recipe.yaml` works: the main
 process samples and writes the pairs, every process trains.
 """
@@ -48,7 +49,7 @@ class RoundMetrics(BaseModel):
     stage: str = Field(description="seed | drift | spin | idpo")
     start_model: str
     reference_model: str | None = None
-    reference_fingerprint: float | None = Field(None, description="sum of the reference's input embeddings")
+    reference_fingerprint: float | None = Field(None, description="sum of the reference's weights")
     model_path: str
     prompts: int = Field(0, description="prompts the round started from")
     pairs_kept: int = 0
@@ -256,7 +257,9 @@ class DriftRun:
 
             peft_config = LoraConfig(**r.lora)
         try:
-            trainer = DPOTrainer(model=start, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+            fixed_ref = self.reference_model(start, args)
+            trainer = DPOTrainer(model=start, ref_model=fixed_ref, args=args, train_dataset=ds, processing_class=tok,
+                                 peft_config=peft_config)
         except (OSError, ValueError) as e:
             raise TrainError(f"cannot start DPO from {start}: {first_line(e)}") from None
         result = trainer.train()
@@ -266,12 +269,15 @@ class DriftRun:
             merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
             if self.main:
                 merged.save_pretrained(model_dir)
-            ref_name, ref_model = start, merged  # LoRA: reference = the adapter-disabled start
-            fingerprint = None
+            if fixed_ref is None:  # LoRA: reference = the adapter-disabled start
+                ref_name, fingerprint = start, None
+            else:
+                ref_name, fingerprint = self.base, _fingerprint(trainer.ref_model)
         else:
             trainer.save_model(str(model_dir))
             ref_model = trainer.ref_model
-            ref_name = getattr(getattr(ref_model, "config", None), "_name_or_path", None) or start
+            ref_name = self.base if fixed_ref is not None else (
+                getattr(getattr(ref_model, "config", None), "_name_or_path", None) or start)
             fingerprint = _fingerprint(ref_model)
         if self.main:
             tok.save_pretrained(model_dir)
@@ -290,6 +296,16 @@ class DriftRun:
             "reward_accuracy": mean("rewards/accuracies"),
             "train_steps": int(trainer.state.global_step),
         }
+
+    def reference_model(self, start: str, args: Any) -> Any:
+        """The reference to hand `DPOTrainer`: None lets TRL take the round's start (its own path, or the
+        adapter-disabled start with LoRA); with `reference: initial`, the run's first policy, loaded as TRL
+        loads a policy from a path (`model_init_kwargs`)."""
+        if self.recipe.reference != "initial" or start == self.base:
+            return None
+        from trl.trainer.utils import create_model_from_path
+
+        return create_model_from_path(self.base, **dict(args.model_init_kwargs or {}))
 
     # the loop -------------------------------------------------------------------------------------
     def run(self, rounds: int | None = None) -> list[RoundMetrics]:
@@ -379,10 +395,15 @@ class DriftRun:
 
 
 def _fingerprint(model: Any) -> float | None:
-    """Sum of the input embedding weights: cheap evidence of which weights a model holds."""
+    """Sum of every weight (accumulated in float64): cheap evidence of which weights a model holds, LoRA-merged
+    layers included (an embedding-only sum cannot tell a LoRA round's model from its start)."""
+    import torch
+
     try:
-        w = model.get_input_embeddings().weight
-        return float(w.detach().double().sum()) if w.numel() else None  # ZeRO-3 shards read as empty
+        params = [p.detach() for p in model.parameters()]
+        if not params or any(p.numel() == 0 for p in params):  # ZeRO-3 shards read as empty
+            return None
+        return float(sum(p.sum(dtype=torch.float64) for p in params))
     except Exception:  # noqa: BLE001 - a fingerprint is informative only
         return None
 

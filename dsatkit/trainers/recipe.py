@@ -221,6 +221,11 @@ class Recipe(StrictModel):
     scorer: ScorerSpec | None = None
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields, passed through")
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig fields; null = full fine-tuning")
+    reference: Literal["round_start", "initial"] = Field(
+        "round_start",
+        description="the DPO reference of each round: round_start = the policy the round starts from; initial = "
+        "the model the run started from (`model`), fixed for every round",
+    )
     output_dir: Path
     seed: int = 42
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
