@@ -27,6 +27,11 @@ class ReadConfig(StrictModel):
         description="more spellings of the roles, e.g. {narrator: assistant}, on top of the built-in ones "
         "(dsatkit.logs.formats.ROLE_ALIASES; a key here wins); keys are matched case- and space-insensitively",
     )
+    infer_language: bool = Field(
+        True,
+        description="give conversations whose logs carry no language one guessed from their first user turn "
+        "(dsatkit.language.guess: the script, then common words; cheap enough for every conversation)",
+    )
 
 
 class FuseConfig(StrictModel):

@@ -21,6 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dsatkit import language
 from dsatkit.config import ReadConfig
 from dsatkit.errors import InputError, first_line
 from dsatkit.logs import files
@@ -261,6 +262,8 @@ def _batches(
 
     def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
         turns, quarantine, kept = to_turns(c, m, raw, path, config.max_message_chars, seen, roles)
+        if config.infer_language:
+            turns = language.fill_turns(turns)
         return LogBatch(turns, quarantine, path, plan.fmt.name, rows, kept)
 
     if plan.fmt.messages is not None:
