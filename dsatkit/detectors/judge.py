@@ -100,16 +100,27 @@ class _Failed(Exception):
 @dataclass
 class _Outcome:
     key: str
-    verdict: rubric.JudgeVerdict | None = None
+    verdict: BaseModel | None = None
     error: str | None = None
     skipped: bool = False
 
 
 class JudgeDetector:
-    """`detect(exchanges) -> DETECTIONS`, one row per exchange that got a valid verdict (cached or fresh)."""
+    """`detect(exchanges) -> DETECTIONS`, one row per exchange that got a valid verdict (cached or fresh).
+
+    What it asks is the DSAT rubric; how it calls (cache, budget, retries, repair, concurrency) is `answers`.
+    Another question reuses the calling by subclassing and replacing the question's five parts: `version`
+    (part of every cache key), `messages_for`, `parse_answer`, `response_format` and `repair_prompt`.
+    """
 
     name = "judge"
     version = rubric.RUBRIC_VERSION
+    unit = "exchanges"
+    """What one question is about, for the progress line."""
+    response_format: dict = rubric.RESPONSE_FORMAT_SCHEMA
+    """The strict JSON-schema `response_format` asked for first (JSON mode is the fallback)."""
+    repair_prompt: str = rubric.REPAIR_PROMPT
+    """Sent once after an answer `parse_answer` rejects; `{error}` is the reason."""
 
     def __init__(self, config: JudgeConfig, cache: Cache | None = None):
         self.config = config
@@ -133,37 +144,10 @@ class JudgeDetector:
     def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
         if exchanges.height == 0:
             return empty(DETECTIONS)
-        started = time.perf_counter()
-        self.stats.exchanges += exchanges.height
         frame = self._keyed(exchanges)
-        uniq = frame.unique("key", keep="first", maintain_order=True)
-
-        cached = self._cached(uniq["key"])
-        todo = uniq.join(cached.select("key"), on="key", how="anti")
-        outcomes = self._run_async(todo) if todo.height else []
-
-        fresh = pl.DataFrame(
-            [{"key": o.key, **o.verdict.model_dump()} for o in outcomes if o.verdict is not None],
-            schema={"key": pl.String, **{f.name: f.dtype for f in _VERDICT_DTYPE.fields}},
-        )
-        cached_ok = cached.filter("ok").select(
+        verdicts = self.answers(frame).select(
             "key", pl.col("answer").str.json_decode(_VERDICT_DTYPE).struct.unnest()
         )
-        verdicts = pl.concat([cached_ok, fresh], how="vertical")
-        failed = {o.key for o in outcomes if o.error is not None}
-        skipped = {o.key for o in outcomes if o.skipped}
-        cached_keys = set(cached["key"].to_list())
-
-        # per-exchange accounting (duplicates share their key's fate)
-        per_key = frame.group_by("key").len()
-        def _n(keys: set[str]) -> int:
-            return int(per_key.filter(pl.col("key").is_in(list(keys)))["len"].sum()) if keys else 0
-        self.stats.cache_hits += _n(cached_keys)
-        self.stats.failures += _n(failed) + _n(set(cached.filter(~pl.col("ok"))["key"].to_list()))
-        self.stats.skipped_by_budget += _n(skipped)
-        self.stats.judged += _n({o.key for o in outcomes if o.verdict is not None})
-        self.stats.elapsed_s += time.perf_counter() - started
-
         out = frame.select("exchange_id", "key").join(verdicts, on="key", how="inner", maintain_order="left")
         out = out.with_columns(
             detector=pl.lit(self.name),
@@ -172,6 +156,46 @@ class JudgeDetector:
             detector_version=pl.lit(self.version),
         )
         return conform(out, DETECTIONS)
+
+    def parse_answer(self, content: str | None) -> BaseModel:
+        """The judge's answer validated (ValueError when it is not a valid one): here a DSAT verdict."""
+        return rubric.parse_verdict(content)
+
+    def answers(self, items: pl.DataFrame) -> pl.DataFrame:
+        """Ask the judge about each row of `items` and return `key, answer`: the valid answer (the JSON of
+        `parse_answer`'s model) of every distinct key that has one, from the cache or fresh.
+
+        `items` holds a `key` column (the cache key: it must cover the model, `version` and everything
+        the question shows, already redacted where it must be) and the columns `messages_for` reads. Rows
+        sharing a key are asked once. Calls stop cleanly at the configured budget; `stats` counts per row.
+        """
+        started = time.perf_counter()
+        self.stats.exchanges += items.height
+        uniq = items.unique("key", keep="first", maintain_order=True)
+
+        cached = self._cached(uniq["key"])
+        todo = uniq.join(cached.select("key"), on="key", how="anti")
+        outcomes = self._run_async(todo) if todo.height else []
+
+        fresh = pl.DataFrame(
+            [{"key": o.key, "answer": o.verdict.model_dump_json()} for o in outcomes if o.verdict is not None],
+            schema={"key": pl.String, "answer": pl.String},
+        )
+        verdicts = pl.concat([cached.filter("ok").select("key", "answer"), fresh], how="vertical")
+        failed = {o.key for o in outcomes if o.error is not None}
+        skipped = {o.key for o in outcomes if o.skipped}
+        cached_keys = set(cached["key"].to_list())
+
+        # per-row accounting (duplicates share their key's fate)
+        per_key = items.group_by("key").len()
+        def _n(keys: set[str]) -> int:
+            return int(per_key.filter(pl.col("key").is_in(list(keys)))["len"].sum()) if keys else 0
+        self.stats.cache_hits += _n(cached_keys)
+        self.stats.failures += _n(failed) + _n(set(cached.filter(~pl.col("ok"))["key"].to_list()))
+        self.stats.skipped_by_budget += _n(skipped)
+        self.stats.judged += _n({o.key for o in outcomes if o.verdict is not None})
+        self.stats.elapsed_s += time.perf_counter() - started
+        return verdicts
 
     def cache_keys(self, exchanges: pl.DataFrame) -> pl.Series:
         """The judge-cache key of each exchange (md5 of model, rubric version, redact flag and content)."""
@@ -217,8 +241,8 @@ class JudgeDetector:
 
     async def _run(self, todo: pl.DataFrame) -> list[_Outcome]:
         cfg = self.config
-        # one row per distinct exchange that needs a call: building its prompt is per-row by nature
-        items = todo.select("key", "context", "response", "feedback").to_dicts()
+        # one row per distinct question that needs a call: building its prompt is per-row by nature
+        items = todo.to_dicts()
         outcomes: list[_Outcome] = []
         writer = _CacheWriter(self.cache) if self.cache is not None else None
         n_workers = min(cfg.concurrency, len(items))
@@ -239,7 +263,7 @@ class JudgeDetector:
         pending = iter(items)
 
         with progress() as bar:
-            task = bar.add_task("judge", total=len(items), unit="exchanges")
+            task = bar.add_task("judge", total=len(items), unit=self.unit)
 
             async def worker(client: openai.AsyncOpenAI) -> None:
                 for item in pending:  # one shared iterator: bounded concurrency without a task per row
@@ -301,14 +325,14 @@ class JudgeDetector:
         try:
             content = await self._call(client, messages, tokens)
             try:
-                verdict = rubric.parse_verdict(content)
+                verdict = self.parse_answer(content)
             except ValueError as e:
                 self.stats.repairs += 1
-                repair = rubric.REPAIR_PROMPT.format(error=_short(e))
+                repair = self.repair_prompt.format(error=_short(e))
                 messages += [{"role": "assistant", "content": content or ""}, {"role": "user", "content": repair}]
                 content = await self._call(client, messages, tokens)
                 try:
-                    verdict = rubric.parse_verdict(content)
+                    verdict = self.parse_answer(content)
                 except ValueError as e2:
                     raise _Failed(f"invalid verdict after repair: {_short(e2)}", final=True, answer=content) from None
         except _BudgetStop:
@@ -348,7 +372,7 @@ class JudgeDetector:
             self.stats.calls += 1
             self._reserved_tokens += est
             mode = self._mode
-            fmt = rubric.RESPONSE_FORMAT_SCHEMA if mode == "json_schema" else rubric.RESPONSE_FORMAT_JSON
+            fmt = self.response_format if mode == "json_schema" else rubric.RESPONSE_FORMAT_JSON
             delay: float | None = None
             try:
                 # the client's generic `post` (its documented way to call any endpoint) with a typed
