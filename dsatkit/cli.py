@@ -7,7 +7,7 @@ import sys
 
 import typer
 
-from dsatkit.commands import detectors, mine, query, train
+from dsatkit.commands import detectors, mine, query, report, train
 from dsatkit.errors import DsatkitError
 from dsatkit.progress import console
 
@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for module in (mine, query, detectors, train):
+for module in (mine, query, detectors, train, report):
     module.register(app)
 
 INTERRUPTED = 130
