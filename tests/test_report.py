@@ -16,9 +16,11 @@ import pytest
 
 from dsatkit.config import MineConfig
 from dsatkit.errors import StoreError
+from dsatkit.evaluate import evaluate, load_labelled, write_report
 from dsatkit.pipeline import mine
 from dsatkit.report import ReportConfig, build_report, data
 from dsatkit.report.data import ReportInputError
+from dsatkit.trainers.drift import RoundMetrics, record_round
 
 PWN = "<script>window.__pwned=1</script>"
 CLOSER = "</script><b>not bold</b>"
@@ -104,6 +106,31 @@ def add_topic_tables(store: Path) -> pl.DataFrame:
     return topics
 
 
+def write_train_output(directory: Path) -> Path:
+    """A training output's train.duckdb as the trainer records it (drift.record_round), three rounds."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for n, (stage, loss) in enumerate((("seed", 0.69), ("drift", 0.52), ("drift", 0.41))):
+        record_round(directory, RoundMetrics(
+            round=n, stage=stage, start_model=f"round-{n - 1}/model", model_path=f"round-{n}/model", prompts=40,
+            pairs_kept=38 - n, dropped={"identical": 2 + n}, loss=loss, reward_margin=0.1 * (n + 1),
+            reward_accuracy=0.5 + 0.1 * n, train_steps=10, distinct_2=None if stage == "seed" else 0.6 + 0.05 * n))
+    return directory
+
+
+def write_eval_output(directory: Path) -> Path:
+    """What `dsatkit eval-detectors -o DIR` writes, for 30 labelled exchanges of the fixture's themes."""
+    rows = [{"request": request, "response": response, "feedback": feedback, "label": label}
+            for request, response, bad, good in THEMES.values()
+            for k in range(10)
+            for feedback, label in [(bad, "dsat") if k % 3 == 0 else (good, "sat") if k % 3 == 1
+                                    else (f"and what about case {k}?", "neutral")]]
+    labelled = directory.parent / "labelled.csv"
+    pl.DataFrame(rows).write_csv(labelled)
+    result, table = evaluate(load_labelled([labelled]), MineConfig(detectors=["learned", "lexical"]))
+    write_report(result, table, directory)
+    return directory
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("report")
@@ -115,14 +142,16 @@ def store(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(store: Path, tmp_path_factory):
-    return build_report(store, tmp_path_factory.mktemp("out") / "report")
+    root = tmp_path_factory.mktemp("out")
+    train, evaluated = write_train_output(root / "train"), write_eval_output(root / "eval")
+    return build_report(store, root / "report", train_dir=train, eval_dir=evaluated)
 
 
 def test_report_files_and_sections(report, store: Path):
     assert report.index.name == "index.html" and report.index.is_file()
-    assert report.sections == {"run": True, "topics": True, "time": True, "training": False, "eval": False}
+    assert report.sections == {"run": True, "topics": True, "time": True, "training": True, "eval": True}
     expected = {"categories", "rate_by_language", "rate_by_model", "rate_by_source_file", "rate_over_time",
-                "topic_map", "detector_agreement", "score_histogram"}
+                "topic_map", "detector_agreement", "score_histogram", "train_rounds", "pr_curve", "confusion"}
     assert set(report.charts) == expected
     assert sorted(p.stem for p in report.pngs) == sorted(expected)
     for png in report.pngs:
@@ -170,7 +199,14 @@ def test_report_without_topics_says_what_to_run(tmp_path: Path, store: Path):
     shutil.copytree(store, plain, ignore=shutil.ignore_patterns("topics.duckdb"))
     report = build_report(plain, tmp_path / "r", ReportConfig(png=False))
     assert report.sections["topics"] is False and "topic_map" not in report.charts and report.pngs == []
-    assert f"run <code>dsatkit topics {plain}</code>" in report.index.read_text()
+    html = report.index.read_text()
+    assert f"run <code>dsatkit topics {plain}</code>" in html
+    # no training output and no evaluation: each section says what makes one
+    assert not (report.sections["training"] or report.sections["eval"])
+    assert "pass its output_dir with <code>--train-dir</code>" in html and "then <code>--eval DIR</code>" in html
+    # a training output inside the store directory is found without --train-dir
+    write_train_output(plain)
+    assert build_report(plain, tmp_path / "r", ReportConfig(png=False)).sections["training"] is True
 
 
 def test_redact_masks_texts(tmp_path: Path):

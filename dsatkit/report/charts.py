@@ -169,7 +169,7 @@ def pr_curves(curves: pl.DataFrame, points: pl.DataFrame) -> alt.LayerChart:
     scale = alt.Scale(domain=[0, 1])
     line = alt.Chart(curves).mark_line().encode(
         x=alt.X("recall:Q", scale=scale), y=alt.Y("precision:Q", scale=scale), color=alt.Color("name:N", title=None),
-        order=alt.Order("recall:Q"),
+        order=alt.Order("step:Q"),
     )
     dots = alt.Chart(points).mark_point(filled=True, size=80).encode(
         x="recall:Q", y="precision:Q", color="name:N",

@@ -357,8 +357,8 @@ def train_metrics_long(rounds: pl.DataFrame) -> pl.DataFrame:
 # ---- eval-detectors ------------------------------------------------------------------------------------
 def eval_results(eval_dir: Path, config: ReportConfig) -> dict[str, Any]:
     """What `dsatkit eval-detectors -o DIR` wrote (dsatkit.evaluate.write_report): its report.json
-    (`report`), precision-recall curves recomputed from predictions.parquet (`curves`: name, recall,
-    precision, at most `max_curve_points` per curve), each scorer's point at its threshold (`points`:
+    (`report`), precision-recall curves recomputed from predictions.parquet (`curves`: name, step (the
+    position along the curve, by rising threshold), recall, precision; at most `max_curve_points` per curve), each scorer's point at its threshold (`points`:
     name, recall, precision, threshold) and confusion counts (`confusion`: name, actual, predicted, n)."""
     from sklearn.metrics import precision_recall_curve
 
@@ -378,7 +378,7 @@ def eval_results(eval_dir: Path, config: ReportConfig) -> dict[str, Any]:
         if 0 < y.sum() < len(y) and column in predictions.columns:
             p, r, _ = precision_recall_curve(y, predictions[column].fill_null(0.0).to_numpy())
             keep = np.unique(np.linspace(0, len(p) - 1, min(len(p), config.max_curve_points)).round().astype(int))
-            curves.append(pl.DataFrame({"name": name, "recall": r[keep], "precision": p[keep]}))
+            curves.append(pl.DataFrame({"name": name, "step": keep, "recall": r[keep], "precision": p[keep]}))
         threshold = m.get("threshold", report.get("threshold"))
         points.append({"name": name, "recall": m["recall"], "precision": m["precision"], "threshold": threshold})
         c = m["confusion"]
