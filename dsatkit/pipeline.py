@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -32,6 +33,9 @@ from dsatkit.progress import progress
 from dsatkit.readahead import ReadAhead
 from dsatkit.schema import DETECTIONS, empty
 from dsatkit.store import CACHE_NAME, RunWriter, connect
+
+if TYPE_CHECKING:
+    from dsatkit.topics import TopicsConfig
 
 _VERSIONED = ("polars", "duckdb", "pydantic", "sentence-transformers", "openai", "trl", "transformers", "torch")
 
@@ -150,9 +154,10 @@ def run_detectors(
 class MineResult:
     """A finished run: its summary, and the store's tables as Polars frames."""
 
-    def __init__(self, out_dir: Path, summary: MineSummary, keepalive: object = None):
+    def __init__(self, out_dir: Path, summary: MineSummary, keepalive: object = None, topics: object = None):
         self.out_dir = out_dir
         self.summary = summary
+        self.topics = topics  # the TopicsResult of `mine(..., topics=TopicsConfig())`, else None
         self._keepalive = keepalive  # a TemporaryDirectory when mine() was given no out_dir
 
     def sql(self, query: str) -> pl.DataFrame:
@@ -204,8 +209,12 @@ def mine(
     paths: Sequence[str | Path] | str | Path,
     out_dir: str | Path | None = None,
     config: MineConfig | None = None,
+    topics: TopicsConfig | None = None,
 ) -> MineResult:
-    """Mine DSAT from chat logs into `out_dir` (a temp dir when None) and return the result."""
+    """Mine DSAT from chat logs into `out_dir` (a temp dir when None) and return the result.
+
+    `topics`: once the store is committed, cluster its requests into topics as well (`dsatkit topics`,
+    under the same lock and through the same embedding cache); the result's `topics` holds them."""
     from dsatkit.logs import read_logs
 
     config = config or MineConfig()
@@ -222,6 +231,7 @@ def mine(
     lock = OutputLock(out).acquire()  # one run at a time per directory: a second is refused at once
     started = dt.datetime.now(dt.UTC)
     summary = MineSummary(run_id=uuid.uuid4().hex[:12])
+    topics_result = None
     timer = _Timer()
     reasons: Counter[str] = Counter()
     categories: Counter[str] = Counter()
@@ -305,6 +315,10 @@ def mine(
                 }
             )
         summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
+        if topics is not None:
+            from dsatkit.topics import build_topics
+
+            topics_result = build_topics(out, topics, cache=cache, take_lock=False)
     except BaseException:
         writer.abort()
         raise
@@ -312,4 +326,4 @@ def mine(
         batches.close()
         cache.close()
         lock.release()
-    return MineResult(out, summary, keepalive)
+    return MineResult(out, summary, keepalive, topics_result)

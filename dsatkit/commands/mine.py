@@ -42,6 +42,12 @@ def mine_command(
     redact: Annotated[
         bool | None, typer.Option("--redact", help="mask e-mails, phones, keys, IPs before the judge")
     ] = None,
+    topics: Annotated[
+        bool, typer.Option("--topics", help="then cluster the requests into topics (as `dsatkit topics OUT`)")
+    ] = False,
+    topics_config: Annotated[
+        Path | None, typer.Option(help="YAML config of the topics (TopicsConfig); implies --topics")
+    ] = None,
 ) -> None:
     """Mine DSAT exchanges and preference pairs from chat logs into OUT/dsat.duckdb (+ parquet)."""
     from dsatkit.config import MineConfig
@@ -62,8 +68,17 @@ def mine_command(
         # naming a judge model switches the judge on next to the default detectors
         overrides["detectors"] = ["learned", "judge"]
     cfg = MineConfig.load(config, **overrides)
-    result = mine(paths, out, cfg)
+    topics_cfg = None
+    if topics or topics_config is not None:
+        from dsatkit.topics import TopicsConfig
+
+        topics_cfg = TopicsConfig.load(topics_config)
+    result = mine(paths, out, cfg, topics=topics_cfg)
     print_summary(result.summary, out)
+    if result.topics is not None:
+        from dsatkit.commands.topics import print_topics
+
+        print_topics(result.topics, out)
 
 
 def print_summary(summary, out: Path) -> None:

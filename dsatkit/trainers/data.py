@@ -10,7 +10,7 @@ import polars as pl
 from dsatkit.errors import ConfigError, TrainError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.schema import PAIRS, conform
-from dsatkit.store import DB_NAME
+from dsatkit.store import DB_NAME, connect
 
 _REQUIRED = ("exchange_id", "prompt", "rejected", "origin")
 
@@ -32,14 +32,16 @@ def _source(path: Path) -> tuple[str, list]:
 
 
 def load_pairs(path: str | Path, where: str | None = None) -> pl.DataFrame:
-    """The PAIRS frame at `path`, keeping the rows matching the SQL `where` (DuckDB syntax)."""
+    """The PAIRS frame at `path`, keeping the rows matching the SQL `where` (DuckDB syntax; for a store
+    directory, `where` can read every table of the directory: verdicts, exchange_topics, topics, ...)."""
     path = Path(path)
     rel, params = _source(path)
-    con = duckdb.connect()
+    # a store directory: every table of its .duckdb files is in scope for `where` (e.g. the topics:
+    # `exchange_id in (select exchange_id from exchange_topics where topic_id = 3)`)
+    con = connect(path) if (path / DB_NAME).is_file() else duckdb.connect()
     try:
         if not rel:  # a store without a parquet export: read its pairs table
-            con.execute("attach ? as store (read_only)", params)
-            rel, params = "store.pairs", []
+            rel, params = "pairs", []
         cols = [r[0] for r in con.sql(f"describe select * from {rel}", params=params or None).fetchall()]
         missing = [c for c in _REQUIRED if c not in cols]
         if missing:
