@@ -10,7 +10,6 @@ import typer
 from dsatkit.commands import detectors, mine, query, report, topics, train
 from dsatkit.errors import DsatkitError
 from dsatkit.progress import console
-from dsatkit.runtime import configure_process
 
 app = typer.Typer(
     name="dsatkit",
@@ -30,10 +29,7 @@ main thread (a `dsatkit sql` query, the hashing of a batch of `mine`)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    """The CLI on `argv` (default: the process's arguments). `--debug` anywhere on the line shows
-    tracebacks of user errors. The console command (`dsatkit.__main__.run`) applies the process-wide
-    settings before this module's imports; calling them here again covers a direct call."""
-    configure_process()
+    """Console entry point. `--debug` anywhere on the line shows tracebacks of user errors."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("DSATKIT_DEBUG"))
     args = [a for a in args if a != "--debug"]
