@@ -31,13 +31,14 @@ def report_command(
     rounds and detector quality, viewable offline from file://; plus OUT/charts/*.png."""
     from pydantic import ValidationError
 
-    from dsatkit.errors import ConfigError, first_line
+    from dsatkit.errors import ConfigError
     from dsatkit.report import ReportConfig, build_report
 
     try:
         config = ReportConfig(redact=redact, examples_per_topic=examples, png=png)
     except ValidationError as e:
-        raise ConfigError(f"invalid option: {first_line(e)}", hint="see `dsatkit report --help`") from None
+        err = e.errors()[0]
+        raise ConfigError(f"invalid option ({err['loc'][0]}): {err['msg']}", hint="see `dsatkit report --help`") from None
     report = build_report(store_dir, out, config, train_dir=train_dir, eval_dir=eval_dir)
     empty = [name for name, filled in report.sections.items() if not filled]
     results.print(f"wrote {report.index} ({len(report.charts)} charts, {len(report.pngs)} PNGs in {out / 'charts'})")
