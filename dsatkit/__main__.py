@@ -1,5 +1,17 @@
-"""`python -m dsatkit ...` (and `accelerate launch -m dsatkit train recipe.yaml`)."""
+"""`python -m dsatkit ...`, the `dsatkit` console command (and `accelerate launch -m dsatkit train ...`)."""
 
-from dsatkit.cli import main
+from __future__ import annotations
 
-main()
+
+def run() -> None:
+    """The console entry point: process-wide settings first (before anything imports Polars), then the CLI."""
+    from dsatkit.runtime import configure_process
+
+    configure_process()
+    from dsatkit.cli import main
+
+    main()
+
+
+if __name__ == "__main__":
+    run()

@@ -10,6 +10,7 @@ import typer
 from dsatkit.commands import detectors, mine, query, report, topics, train
 from dsatkit.errors import DsatkitError
 from dsatkit.progress import console
+from dsatkit.runtime import configure_process
 
 app = typer.Typer(
     name="dsatkit",
@@ -29,7 +30,10 @@ main thread (a `dsatkit sql` query, the hashing of a batch of `mine`)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point. `--debug` anywhere on the line shows tracebacks of user errors."""
+    """The CLI on `argv` (default: the process's arguments). `--debug` anywhere on the line shows
+    tracebacks of user errors. The console command (`dsatkit.__main__.run`) applies the process-wide
+    settings before this module's imports; calling them here again covers a direct call."""
+    configure_process()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("DSATKIT_DEBUG"))
     args = [a for a in args if a != "--debug"]

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dsatkit.errors import ConfigError, first_line
+from dsatkit.registry import detector_names
 
 
 class StrictModel(BaseModel):
@@ -101,22 +102,45 @@ class StoreConfig(StrictModel):
     )
 
 
+class RayConfig(StrictModel):
+    address: str | None = Field(
+        None, description="a running Ray cluster to join ('auto': the one this machine is part of); None: "
+        "start a local one for the run, with this machine's CPUs")
+    num_cpus: int | None = Field(None, gt=0, description="CPUs of the local cluster started for the run (None: all)")
+    workers: int | None = Field(
+        None, gt=0, description="mining workers (each reads and mines one input file at a time; None: one per "
+        "CPU of the cluster, less one for the driver's store writer when the cluster is this machine)")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each mining worker")
+    gpus_per_worker: float = Field(
+        0.0, ge=0, description="GPUs Ray reserves for each mining worker (the embedding detector on CUDA)")
+    object_store_mb: int | None = Field(
+        512, gt=0, description="object store of the local cluster started for the run: workers hand back "
+        "counts only (their tables go to files), so it stays small")
+
+
 class MineConfig(StrictModel):
-    detectors: list[str] = Field(default_factory=lambda: ["learned"])
+    detectors: list[str] = Field(
+        default_factory=lambda: ["learned"], description="registered detector names (dsatkit.registry)")
     read: ReadConfig = Field(default_factory=ReadConfig)
     fuse: FuseConfig = Field(default_factory=FuseConfig)
     learned: LearnedConfig = Field(default_factory=LearnedConfig)
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     judge: JudgeConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
+    stages: dict[str, dict] = Field(
+        default_factory=dict, description="settings of detectors that carry their own `Config` (a plugin's), "
+        "by detector name; each section is validated by that Config when the detector is built")
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: this process (a reader, a miner and writer threads); ray: Ray workers "
+        "mine the input files, this process writes the store")
+    ray: RayConfig = Field(default_factory=RayConfig, description="the Ray executor's settings")
 
     @model_validator(mode="after")
     def _known_detectors(self) -> MineConfig:
-        from dsatkit.detectors import DETECTOR_NAMES
-
-        unknown = [d for d in self.detectors if d not in DETECTOR_NAMES]
+        known = detector_names()
+        unknown = [d for d in (*self.detectors, *self.stages) if d not in known]
         if unknown:
-            raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(DETECTOR_NAMES)}")
+            raise ValueError(f"unknown detector {unknown[0]!r}; known: {', '.join(known)}")
         if "judge" in self.detectors and self.judge is None:
             raise ValueError("detector 'judge' needs a judge model (--judge-model or judge: in the config)")
         return self

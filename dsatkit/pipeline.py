@@ -9,11 +9,9 @@ from __future__ import annotations
 import datetime as dt
 import importlib.metadata
 import tempfile
-import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,15 +21,11 @@ from pydantic import BaseModel, Field
 import dsatkit
 from dsatkit.cache import Cache
 from dsatkit.config import MineConfig
-from dsatkit.detectors import Detector, build_detector, fused_threshold
+from dsatkit.detectors import Detector
 from dsatkit.errors import StoreError
-from dsatkit.exchanges import attach_context, build_exchanges
-from dsatkit.fuse import fuse
+from dsatkit.executors import MineJob, executor_for
 from dsatkit.lock import OutputLock
-from dsatkit.pairs import dsat_and_pairs
-from dsatkit.progress import progress
-from dsatkit.readahead import ReadAhead
-from dsatkit.schema import DETECTIONS, empty
+from dsatkit.stages.flow import MineCounts, MineStages, detect_and_fuse
 from dsatkit.store import CACHE_NAME, RunWriter, connect
 
 if TYPE_CHECKING:
@@ -72,82 +66,26 @@ class MineSummary(BaseModel):
     )
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.totals: dict[str, float] = defaultdict(float)
-
-    @contextmanager
-    def __call__(self, stage: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.totals[stage] += time.perf_counter() - t0
-
-
-def _stats_of(detector: Detector) -> dict:
-    stats = getattr(detector, "stats", None)
-    if stats is None:
-        return {}
-    if isinstance(stats, BaseModel):
-        return stats.model_dump()
-    return dict(getattr(stats, "__dict__", {})) or {}
-
-
-def judge_selection(exchanges: pl.DataFrame, verdicts: pl.DataFrame, config: MineConfig) -> pl.DataFrame:
-    """The exchanges the LLM judge should see, by `config.judge.judge_on` (the cascade)."""
-    assert config.judge is not None
-    with_feedback = exchanges.filter(pl.col("feedback").is_not_null())
-    mode = config.judge.judge_on
-    if mode == "all":
-        return with_feedback
-    lo, hi = config.fuse.uncertain_band
-    pick = pl.col("label") if mode == "candidates" else pl.col("score").is_between(lo, hi, closed="left")
-    ids = verdicts.filter(pick).select("exchange_id")
-    return with_feedback.join(ids, on="exchange_id", how="semi")
-
-
 def run_detectors(
     exchanges: pl.DataFrame,
     config: MineConfig,
     cache: Cache | None = None,
     detectors: Sequence[Detector] | None = None,
-    timer: _Timer | None = None,
     turns: pl.DataFrame | None = None,
     cascade: Counter[str] | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Run the configured detectors (cheap ones first, then the judge on its cascade) and fuse.
+    """DETECTIONS and VERDICTS of `exchanges`: the detectors' stages (cheap ones, then cascade ones on
+    their selection) and the fuse stage, as `mine_batch` runs them (for evaluation and tests).
 
-    `turns` lets the judge's exchanges get their context when `exchanges` was built without it;
-    `cascade` counts the exchanges the judge could have seen (`eligible`) and was given (`sent_to_judge`).
+    `detectors`: default, `config.detectors` built through the registry. `turns`: where the judge gets
+    its exchanges' context when `exchanges` has none. `cascade` counts the exchanges the cascade
+    detectors could have seen (`eligible`) and were given (`sent_to_judge`).
     """
-    timer = timer or _Timer()
-    if detectors is None:
-        detectors = [build_detector(n, config, cache) for n in config.detectors]
-    fuse_config = config.fuse.model_copy(update={"threshold": fused_threshold(config.fuse.threshold, detectors)})
-    found = [empty(DETECTIONS)]
-    judge = None
-    for det in detectors:
-        if det.name == "judge":
-            judge = det
-            continue
-        with timer(f"detect:{det.name}"):
-            found.append(det.detect(exchanges))
-    with timer("fuse"):
-        detections = pl.concat(found, how="vertical_relaxed")
-        verdicts = fuse(detections, fuse_config)
-    if judge is not None:
-        selected = judge_selection(exchanges, verdicts, config)
-        if cascade is not None:
-            cascade["eligible"] += int(exchanges["feedback"].is_not_null().sum())
-            cascade["sent_to_judge"] += selected.height
-        if turns is not None:
-            selected = attach_context(selected, turns)
-        with timer("detect:judge"):
-            found.append(judge.detect(selected))
-        with timer("fuse"):
-            detections = pl.concat(found, how="vertical_relaxed")
-            verdicts = fuse(detections, fuse_config)
+    stages = MineStages.from_config(config, cache, detectors)
+    frames = {"exchanges": exchanges} if turns is None else {"exchanges": exchanges, "turns": turns}
+    detections, verdicts, counts = detect_and_fuse(frames, stages)
+    if cascade is not None:
+        cascade.update(counts)
     return detections, verdicts
 
 
@@ -195,6 +133,31 @@ class MineResult:
         return f"MineResult({self.out_dir}, exchanges={s.exchanges}, dsat={s.dsat}, pairs={s.pairs})"
 
 
+def _summarise(summary: MineSummary, job: MineJob) -> None:
+    """Fill the summary's counts and detector stats from what the executor gathered."""
+    c = job.counts
+    summary.files = len(c.files)
+    for name in ("rows_read", "conversations", "turns", "exchanges", "with_feedback", "quarantined", "dsat", "sat",
+                 "neutral", "pairs", "seed_pairs", "no_prompt"):
+        setattr(summary, name, getattr(c, name))
+    summary.quarantine_reasons = dict(Counter(c.quarantine_reasons).most_common())
+    summary.dsat_by_category = dict(Counter(c.dsat_by_category).most_common())
+    summary.detectors = {
+        name: stats.model_dump() | {"seconds": round(stats.seconds, 3)}
+        for name in job.config.detectors if (stats := job.stats.get(name)) is not None
+    }
+    if c.cascade:
+        summary.judge_cascade = c.cascade | {"saved": c.cascade["eligible"] - c.cascade["sent_to_judge"]}
+
+
+def _timings(job: MineJob) -> dict[str, float]:
+    """The run's seconds: the executor's own steps (read, store, commit, ...) and each stage's."""
+    totals = dict(job.timer.totals)
+    for name, stats in job.stats.items():
+        totals[job.labels.get(name, name)] = stats.seconds
+    return {k: round(v, 3) for k, v in totals.items()}
+
+
 def _versions() -> dict[str, str]:
     out = {"dsatkit": dsatkit.__version__}
     for name in _VERSIONED:
@@ -215,7 +178,7 @@ def mine(
 
     `topics`: once the store is committed, cluster its requests into topics as well (`dsatkit topics`,
     under the same lock and through the same embedding cache); the result's `topics` holds them."""
-    from dsatkit.logs import read_logs
+    from dsatkit.logs.files import expand_paths
 
     config = config or MineConfig()
     if isinstance(paths, (str, Path)):
@@ -228,78 +191,20 @@ def mine(
     if out.exists() and not out.is_dir():
         raise StoreError(f"output {out} exists and is not a directory", hint="choose another -o/--out")
     out.mkdir(parents=True, exist_ok=True)
+    found = expand_paths([str(p) for p in paths])  # a path that matches nothing: InputError, at once
+    executor = executor_for(config)
     lock = OutputLock(out).acquire()  # one run at a time per directory: a second is refused at once
     started = dt.datetime.now(dt.UTC)
-    summary = MineSummary(run_id=uuid.uuid4().hex[:12])
+    summary = MineSummary(run_id=uuid.uuid4().hex[:12], skipped_files=dict(found.skipped.most_common()))
     topics_result = None
-    timer = _Timer()
-    reasons: Counter[str] = Counter()
-    categories: Counter[str] = Counter()
-    cascade: Counter[str] = Counter()
-    files: set[str] = set()
-    # a reader thread reads the next batch while this one is mined ("read" times the wait for it);
-    # the first is read while the store and the detectors are set up
-    reader = read_logs([str(p) for p in paths], config.read)
-    summary.skipped_files = dict(reader.skipped)
-    batches = ReadAhead(reader)
     cache = Cache(out / CACHE_NAME)
     writer = RunWriter(out, config.store.text_compression)
+    job = MineJob(found, out, config, writer, cache, MineCounts())
     try:
-        detectors = [build_detector(n, config, cache) for n in config.detectors]
-        with progress() as bar:
-            task = bar.add_task("mining", total=None, unit="conversations")
-            def process(batch) -> None:
-                # a function of its own, so that none of a batch's frames outlive it: while the next
-                # batch is read, only the writer still holds this one. The turns go to the store at
-                # once, to be written while the batch is mined.
-                with timer("store"):
-                    writer.append_many([("turns", batch.turns), ("quarantine", batch.quarantine)])
-                files.add(batch.source_file)
-                summary.rows_read += batch.rows_read
-                summary.quarantined += batch.quarantine.height
-                reasons.update(dict(batch.quarantine["reason"].value_counts().iter_rows()))
-                with timer("exchanges"):
-                    ex = build_exchanges(batch.turns, context=False)
-                with timer("store"):  # each table goes to the writer as soon as it is ready: its
-                    writer.append_many([("exchanges", ex)])  # lanes then keep busy through the batch
-                detections, verdicts = run_detectors(ex, config, cache, detectors, timer, batch.turns, cascade)
-                with timer("store"):
-                    writer.append_many([("detections", detections), ("verdicts", verdicts)])
-                with timer("pairs"):
-                    dsat, pairs, no_prompt = dsat_and_pairs(ex, verdicts, batch.turns)
-                    summary.no_prompt += no_prompt
-                n_conv = batch.conversations
-                summary.conversations += n_conv
-                summary.turns += batch.turns.height
-                summary.exchanges += ex.height
-                summary.with_feedback += ex["feedback"].is_not_null().sum()
-                for pol, n in verdicts["polarity"].value_counts().iter_rows():
-                    setattr(summary, pol, getattr(summary, pol) + n)
-                dsat_categories = verdicts.filter(pl.col("label"))["category"].fill_null("uncategorised")
-                categories.update(dict(dsat_categories.value_counts().iter_rows()))
-                summary.pairs += pairs.height
-                summary.seed_pairs += int((pairs["origin"] == "seed").sum())
-                with timer("store"):
-                    writer.append_many([("dsat", dsat), ("pairs", pairs)])
-                bar.update(task, advance=n_conv)
-
-            while True:
-                with timer("read"):
-                    batch = next(batches, None)
-                if batch is None:
-                    break
-                process(batch)
-                del batch
-        summary.files = len(files)
-        summary.quarantine_reasons = dict(reasons.most_common())
-        summary.dsat_by_category = dict(categories.most_common())
-        stats = {d.name: _stats_of(d) for d in detectors}
-        summary.detectors = {name: s for name, s in stats.items() if s}
-        if cascade:
-            cascade["saved"] = cascade["eligible"] - cascade["sent_to_judge"]
-            summary.judge_cascade = dict(cascade)
-        with timer("commit"):
-            summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
+        executor.run(job)
+        _summarise(summary, job)
+        with job.timer("commit"):
+            summary.timings_s = _timings(job)
             writer.commit(
                 {
                     "run_id": summary.run_id,
@@ -314,7 +219,7 @@ def mine(
                     "detectors": list(config.detectors),
                 }
             )
-        summary.timings_s = {k: round(v, 3) for k, v in timer.totals.items()}
+        summary.timings_s = _timings(job)
         if topics is not None:
             from dsatkit.topics import build_topics
 
@@ -323,7 +228,6 @@ def mine(
         writer.abort()
         raise
     finally:
-        batches.close()
         cache.close()
         lock.release()
     return MineResult(out, summary, keepalive, topics_result)

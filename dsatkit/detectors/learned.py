@@ -18,16 +18,21 @@ import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from dsatkit.detectors import directory
+from dsatkit.detectors import Detector, directory
 from dsatkit.detectors.features import CUES_PATH, FeatureSpec, featurise
 from dsatkit.errors import InputError
 from dsatkit.schema import DETECTIONS, conform
 from dsatkit.taxonomy import POLARITY
+
+if TYPE_CHECKING:
+    from dsatkit.cache import Cache
+    from dsatkit.config import MineConfig
 
 KIND = "learned"
 FORMAT_VERSION = 1
@@ -356,10 +361,17 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
 
 
 # the detector -----------------------------------------------------------------------------------
-class LearnedDetector:
-    """DETECTIONS from a LearnedModel: the shipped one, or a directory from `detectors fit`/`distill`."""
+class LearnedDetector(Detector):
+    """DETECTIONS from a LearnedModel: the shipped one, or a directory from `detectors fit`/`distill`.
+
+    Input columns: exchanges.exchange_id, feedback (and the texts its features read). Output: detections."""
 
     name = KIND
+
+    @classmethod
+    def from_config(cls, config: MineConfig, cache: Cache | None = None) -> LearnedDetector:
+        """The model of `config.learned.detector_dir` (None: the shipped one)."""
+        return cls(config.learned.detector_dir)
 
     def __init__(self, detector_dir: str | Path | None = None):
         path = Path(detector_dir) if detector_dir is not None else SHIPPED_DIR

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dsatkit.detectors import Detector
 from dsatkit.errors import ConfigError
 from dsatkit.schema import DETECTIONS, conform
 from dsatkit.taxonomy import CATEGORIES, POLARITY
@@ -297,8 +298,10 @@ def head(text: pl.Expr) -> pl.Expr:
     return text.str.strip_chars().str.slice(0, 4).str.to_lowercase()
 
 
-class LexicalDetector:
-    """Scores the user's feedback turn with the cue table; abstains (category null) when nothing fires."""
+class LexicalDetector(Detector):
+    """Scores the user's feedback turn with the cue table; abstains (category null) when nothing fires.
+
+    Input columns: exchanges.exchange_id, feedback (request when present). Output: detections."""
 
     name = "lexical"
 

@@ -1,0 +1,126 @@
+"""Executors run the mine stages over the input files and hand the tables to the store writer.
+
+- `LocalExecutor` (default): this process. A reader thread reads the next batch (ReadAhead) while the
+  main thread mines this one (`mine_batch`) and the store writer's threads write the one before.
+- `RayExecutor` (dsatkit.executors.ray, `executor: ray`): Ray workers read and mine one input file each,
+  write its tables as Arrow part files, and this process streams finished files into the store.
+
+Both fill the same `MineJob` (counts, stage stats, timings): the store and the run summary do not
+know which executor ran. Stages know nothing of either.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from dsatkit.cache import Cache
+    from dsatkit.config import MineConfig
+    from dsatkit.logs.files import Found
+    from dsatkit.stages import StageStats
+    from dsatkit.stages.flow import MineCounts
+    from dsatkit.store import RunWriter
+
+
+class Timer:
+    """Seconds per named step, summed over the run (`with timer("store"): ...`)."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, step: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[step] += time.perf_counter() - t0
+
+
+@dataclass
+class MineJob:
+    """One mine run as an executor sees it. In: the input files, the output directory, the config, the
+    store writer and the detectors' cache. Out (filled by the executor): counts, the stages' stats by
+    stage name (merged over batches and workers), and timings (`timer`, plus `stage_seconds`)."""
+
+    found: Found
+    out: Path
+    config: MineConfig
+    writer: RunWriter
+    cache: Cache | None
+    counts: MineCounts
+    stats: dict[str, StageStats] = field(default_factory=dict)
+    timer: Timer = field(default_factory=Timer)
+    labels: dict[str, str] = field(default_factory=dict)
+    """Each stage's name in the run's timings (`Stage.label`: "detect:lexical" for a detector)."""
+
+    def add_stats(self, stats: dict[str, StageStats], labels: dict[str, str] | None = None) -> None:
+        """Merge stage stats (by stage name) into the run's."""
+        for name, s in stats.items():
+            if name in self.stats:
+                self.stats[name].merge(s)
+            else:
+                self.stats[name] = s
+        self.labels.update(labels or {})
+
+
+class Executor(Protocol):
+    """Runs a MineJob: reads `job.found.files`, mines every batch with the mine stages, appends the store
+    tables to `job.writer` (turns, quarantine, exchange_index, detections, verdicts, dsat_records, pairs)
+    and fills the job's counts, stats and timings. The caller commits the store."""
+
+    def run(self, job: MineJob) -> None: ...
+
+
+class LocalExecutor:
+    """This process: a reader thread, the mine stages in the calling thread, the writer's threads."""
+
+    def run(self, job: MineJob) -> None:
+        from dsatkit.logs import LogReader
+        from dsatkit.progress import progress
+        from dsatkit.readahead import ReadAhead
+        from dsatkit.stages.flow import MineStages, mine_batch
+
+        timer, writer = job.timer, job.writer
+
+        def emit(tables: list) -> None:
+            with timer("store"):  # each table goes to the writer as soon as it is ready: its lanes
+                writer.append_many(tables)  # then keep busy through the batch
+
+        # the first batch is read while the detectors are set up
+        batches = ReadAhead(LogReader(job.found, job.config.read))
+        try:
+            stages = MineStages.from_config(job.config, job.cache)
+            with progress() as bar:
+                task = bar.add_task("mining", total=None, unit="conversations")
+                while True:
+                    with timer("read"):
+                        batch = next(batches, None)
+                    if batch is None:
+                        break
+                    # the turns go to the store at once, to be written while the batch is mined
+                    emit([("turns", batch.turns), ("quarantine", batch.quarantine)])
+                    job.counts.add_read(batch.rows_read, batch.conversations, batch.turns, batch.quarantine,
+                                        batch.source_file)
+                    mined = mine_batch(batch.turns, stages, emit)
+                    job.counts.add(mined.counts)
+                    bar.update(task, advance=batch.conversations)
+                    del batch, mined  # none of a batch's frames outlive it: only the writer holds them
+        finally:
+            batches.close()
+        job.add_stats(stages.take_stats(), {s.name: s.label for s in stages.all()})
+
+
+def executor_for(config: MineConfig) -> Executor:
+    """The executor `config.executor` names (Ray is imported only when asked for)."""
+    if config.executor == "ray":
+        from dsatkit.executors.ray import RayExecutor
+
+        return RayExecutor(config.ray)
+    return LocalExecutor()
