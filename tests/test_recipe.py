@@ -13,6 +13,7 @@ import pytest
 from dsatkit.errors import ConfigError, TrainError, first_line
 from dsatkit.schema import PAIRS, conform
 from dsatkit.trainers import recipe as recipe_mod
+from dsatkit.trainers.clean import CleanSpec, clean_samples, load_meta_talk, request_of
 from dsatkit.trainers.data import load_pairs, split_test
 from dsatkit.trainers.drift import distinct_2
 from dsatkit.trainers.recipe import Recipe, load_recipe, translate_dpo
@@ -179,6 +180,26 @@ def test_split_test_holds_out_whole_exchanges() -> None:
     assert split_test(frame, 0.3)[1].equals(test)  # stable
 
 
+def test_split_test_keeps_each_conversation_on_one_side() -> None:
+    """Two exchanges of one conversation (the later prompt holds the earlier one) are never split; a shared
+    system prompt does not make conversations one."""
+    msg = lambda role, text: {"role": role, "content": text}
+    rows = []
+    for c in range(20):
+        first = [msg("system", "You are helpful."), msg("user", f"question {c}")]
+        rows.append({"exchange_id": f"c{c}-1", "prompt": first, "rejected": [msg("assistant", "bad")], "origin": "dsat"})
+        rows.append({"exchange_id": f"c{c}-3", "prompt": [*first, msg("assistant", "bad"), msg("user", "wrong")],
+                     "rejected": [msg("assistant", "worse")], "origin": "dsat"})
+    frame = conform(pl.DataFrame(rows), PAIRS)
+    train, test = split_test(frame, 0.25)
+    assert test.height == 10 and train.height == 30  # 25% of the exchanges, as 5 whole conversations
+    conversations = lambda f: {e.split("-")[0] for e in f["exchange_id"]}
+    assert not conversations(train) & conversations(test)
+    assert split_test(frame, 0.25)[1].equals(test)  # stable
+    assert split_test(frame, 3)[1].height == 4  # a count: whole conversations until it is reached
+    assert split_test(frame, 0.99)[0].height == 2  # one conversation is always left to train on
+
+
 def test_sampling_messages_condition_on_feedback() -> None:
     rec = Recipe.model_validate({"model": "m", "data": {"path": "x"}, "output_dir": "o"})
     frame = pairs_frame(2).filter(pl.col("origin") == "dsat")
@@ -204,3 +225,132 @@ def test_drop_degenerate_counts_each_reason() -> None:
 def test_distinct_2() -> None:
     assert distinct_2(pl.Series(["a b a b", "a b"])) == pytest.approx(2 / 4)
     assert distinct_2(pl.Series(["one", ""])) is None
+
+
+# ---- chosen samples that fit the prompt --------------------------------------------------------------
+LANGUAGES = ("en", "zh", "es", "fr", "de", "ko", "ja", "pt", "ru")
+
+
+def test_meta_talk_table_has_every_kind_in_every_language() -> None:
+    table, version = load_meta_talk()  # validates: known kinds, patterns compile, each matches its example
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    have = set(table.select("kind", "language").iter_rows())
+    for lang in LANGUAGES:
+        for kind in ("preamble", "meta", "no_engagement"):
+            assert (kind, lang) in have, (kind, lang)
+
+
+def test_meta_talk_table_rows_are_checked(tmp_path: Path) -> None:
+    head = "# version: 1.0.0\nkind,language,pattern,example\n"
+    (tmp_path / "miss.csv").write_text(head + 'meta,en,"\\bprevious answer\\b","an unrelated text"\n')
+    with pytest.raises(ConfigError, match="miss their own example"):
+        load_meta_talk(tmp_path / "miss.csv")
+    (tmp_path / "kind.csv").write_text(head + 'praise,en,"great","great"\n')
+    with pytest.raises(ConfigError, match="kind not in"):
+        load_meta_talk(tmp_path / "kind.csv")
+    (tmp_path / "nover.csv").write_text("kind,language,pattern,example\n")
+    with pytest.raises(ConfigError, match="version"):
+        load_meta_talk(tmp_path / "nover.csv")
+
+
+CAPITAL = "What is the capital of Australia? Please answer in one sentence."
+# (sample, request, expected: the cleaned text, or the drop reason in brackets)
+SAMPLES = [
+    # a leading revision preamble is stripped where the rest stands alone
+    ("Here's a revised version of the response that addresses your concern:\n\nThe capital of Australia is Canberra.",
+     CAPITAL, "The capital of Australia is Canberra."),
+    ("Sure! Here is an improved response: Canberra is the capital of Australia.", CAPITAL,
+     "Canberra is the capital of Australia."),
+    ("**Revised response:**\n\nCanberra is the capital of Australia.", CAPITAL, "Canberra is the capital of Australia."),
+    ("I apologize for the confusion. You're right, Canberra is the capital of Australia.", CAPITAL,
+     "Canberra is the capital of Australia."),
+    ("Canberra is the capital of Australia. I hope this revised version better addresses your needs.", CAPITAL,
+     "Canberra is the capital of Australia."),
+    ("以下是修改后的版本：\n\n澳大利亚的首都是堪培拉。", "澳大利亚的首都是哪里？", "澳大利亚的首都是堪培拉。"),
+    ("Aquí tienes una versión revisada: La capital de Australia es Canberra.", "¿Cuál es la capital de Australia?",
+     "La capital de Australia es Canberra."),
+    ("Voici une version révisée : La capitale de l'Australie est Canberra.", "Quelle est la capitale de l'Australie ?",
+     "La capitale de l'Australie est Canberra."),
+    ("Hier ist eine überarbeitete Version: Die Hauptstadt Australiens ist Canberra.", "Was ist die Hauptstadt?",
+     "Die Hauptstadt Australiens ist Canberra."),
+    ("Aqui está uma versão revisada: A capital da Austrália é Canberra.", "Qual é a capital da Austrália?",
+     "A capital da Austrália é Canberra."),
+    ("Вот исправленная версия: Столица Австралии — Канберра.", "Какая столица Австралии?", "Столица Австралии — Канберра."),
+    ("다음은 수정된 버전입니다: 호주의 수도는 캔버라입니다.", "호주의 수도는?", "호주의 수도는 캔버라입니다."),
+    ("以下は修正版です：オーストラリアの首都はキャンベラです。", "オーストラリアの首都は？", "オーストラリアの首都はキャンベラです。"),
+    # a preamble with nothing standing after it
+    ("Here's a revised version:", CAPITAL, "[preamble_only]"),
+    ("Sure! I apologize for the confusion in my previous response.", CAPITAL, "[preamble_only]"),
+    # meta-talk about a previous answer, the user or the feedback, anywhere: dropped
+    ("I've made a few adjustments to the original response. Canberra is the capital.", CAPITAL, "[meta_talk]"),
+    ("The user requested a correction. The capital is Canberra.", CAPITAL, "[meta_talk]"),
+    ("Canberra is the capital, as I said in my previous answer.", CAPITAL, "[meta_talk]"),
+    ("Based on your feedback, the capital is Canberra.", CAPITAL, "[meta_talk]"),
+    ("我对原来的回答做了一些调整。首都是堪培拉。", "澳大利亚的首都是哪里？", "[meta_talk]"),
+    ("He realizado algunos ajustes a la respuesta original.", "¿Cuál es la capital?", "[meta_talk]"),
+    ("J'ai apporté quelques modifications à la réponse originale.", "Quelle est la capitale ?", "[meta_talk]"),
+    ("Der Benutzer hat eine Korrektur angefordert.", "Was ist die Hauptstadt?", "[meta_talk]"),
+    ("O usuário solicitou uma correção.", "Qual é a capital?", "[meta_talk]"),
+    ("Я внёс несколько изменений в исходный ответ.", "Какая столица?", "[meta_talk]"),
+    ("원래 답변을 몇 가지 수정했습니다.", "호주의 수도는?", "[meta_talk]"),
+    ("元の回答にいくつか調整を加えました。", "首都は？", "[meta_talk]"),
+    ("Here's a revised version: as the user requested a correction, Canberra.", CAPITAL, "[meta_talk]"),
+    # no engagement with the request
+    ("I'm ready to assist you with any question you have.", CAPITAL, "[no_engagement]"),
+    ("Sure, I'd be happy to help!", CAPITAL, "[no_engagement]"),
+    ("Please provide the text you'd like me to revise.", CAPITAL, "[no_engagement]"),
+    ("我随时准备回答您的任何问题。", "澳大利亚的首都是哪里？", "[no_engagement]"),
+    ("Estoy listo para ayudarte con cualquier pregunta.", "¿Cuál es la capital?", "[no_engagement]"),
+    ("Je suis prêt à vous aider avec toute question.", "Quelle est la capitale ?", "[no_engagement]"),
+    ("Ich bin bereit, Ihnen bei jeder Frage zu helfen.", "Was ist die Hauptstadt?", "[no_engagement]"),
+    ("Estou pronto para ajudar com qualquer pergunta.", "Qual é a capital?", "[no_engagement]"),
+    ("Я готов помочь вам с любым вопросом.", "Какая столица?", "[no_engagement]"),
+    ("어떤 질문이든 도와드릴 준비가 되어 있습니다.", "호주의 수도는?", "[no_engagement]"),
+    ("どんな質問でもお手伝いする準備ができています。", "首都は？", "[no_engagement]"),
+    # length/overlap: short, and not one content word of a long request
+    ("That sounds great, thanks.", "Explain how photosynthesis converts sunlight into chemical energy in plants.",
+     "[off_topic]"),
+    # answers that engage with the request are kept as they are
+    ("Here's the Python function:\n\ndef reverse(s):\n    return s[::-1]", "Write a Python function that reverses a string.",
+     "Here's the Python function:\n\ndef reverse(s):\n    return s[::-1]"),
+    ("Unlike the previous version of Python, 3.12 adds better error messages.", "What changed in Python 3.12?",
+     "Unlike the previous version of Python, 3.12 adds better error messages."),
+    ("Canberra.", "What is the capital of Australia?", "Canberra."),
+    ("Photosynthesis converts sunlight into chemical energy.", "Explain how photosynthesis converts sunlight.",
+     "Photosynthesis converts sunlight into chemical energy."),
+    ("", CAPITAL, ""),  # empty: left for the degenerate-sample check
+]
+
+
+def test_clean_samples_strips_preambles_and_drops_meta_talk_by_reason() -> None:
+    frame = pl.DataFrame({"sample": [s for s, _, _ in SAMPLES], "request": [r for _, r, _ in SAMPLES]}).with_row_index()
+    kept, dropped, stripped = clean_samples(frame, "sample", pl.col("request"), CleanSpec())
+    got = dict.fromkeys(range(len(SAMPLES)), None) | dict(zip(kept["index"], kept["sample"], strict=True))
+    for i, (sample, _, want) in enumerate(SAMPLES):
+        if want.startswith("["):
+            assert got[i] is None, (sample, got[i])
+        else:
+            assert got[i] == want, sample
+    expected = {}
+    for _, _, want in SAMPLES:
+        if want.startswith("["):
+            expected[want[1:-1]] = expected.get(want[1:-1], 0) + 1
+    assert dropped == expected
+    assert stripped == sum(1 for s, _, want in SAMPLES if not want.startswith("[") and want != s)
+
+    # strip: false drops what would have been stripped; the overlap check can be turned off
+    kept2, dropped2, stripped2 = clean_samples(frame, "sample", pl.col("request"),
+                                               CleanSpec(strip=False, max_off_topic_words=0))
+    # every sample with a preamble goes: the stripped ones, and the one whose preamble came before meta-talk
+    assert stripped2 == 0 and dropped2["preamble_only"] == expected["preamble_only"] + stripped + 1
+    assert dropped2["meta_talk"] == expected["meta_talk"] - 1
+    assert "off_topic" not in dropped2 and kept2.height == kept.height - stripped + expected["off_topic"]
+
+
+def test_request_of_is_the_last_user_turn() -> None:
+    frame = pairs_frame(2).with_columns(
+        prompt=pl.concat_list("prompt", pl.lit([{"role": "assistant", "content": "a"}, {"role": "user", "content": "b"},
+                                                {"role": "assistant", "content": "c"}],
+                                               dtype=pl.List(pl.Struct({"role": pl.String, "content": pl.String}))))
+    )
+    assert frame.select(request_of(pl.col("prompt")))[:, 0].to_list() == ["b", "b", "b"]

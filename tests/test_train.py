@@ -199,6 +199,38 @@ def test_precomputed_chosen_needs_no_sampling(mined: Path, tmp_path: Path) -> No
     }
 
 
+def judged_data(req) -> dict:
+    """The JSON document a trainer's judge question shows, as the judge reads it."""
+    from dsatkit.trainers.questions import CLOSE, OPEN
+
+    return json.loads(req.user_text.split(OPEN + "\n", 1)[1].split("\n" + CLOSE, 1)[0])
+
+
+def test_judge_checks_that_chosen_samples_answer_the_prompt(mined: Path, tmp_path: Path) -> None:
+    from tests.openai_server import OpenAIServer
+
+    verdicts: dict[str, bool] = {}
+
+    def fit_judge(req) -> str:  # scripted: a sample of an even length answers the prompt, an odd one does not
+        data = judged_data(req)
+        sample = data["candidate_response"]
+        assert data["conversation"][-1]["role"] == "user"  # the original prompt, not the repair
+        verdicts[sample] = len(sample) % 2 == 0
+        return json.dumps({"rationale": "scripted", "answers_prompt": verdicts[sample]})
+
+    with OpenAIServer(fit_judge) as srv:
+        rec = recipe(mined, tmp_path / "fit", rounds=1, data={"max_pairs": 8},
+                     judge={"model": "fit-judge", "base_url": srv.url},
+                     sampler={"clean": {"ask_judge": True, "max_off_topic_words": 0}})
+        (m,) = drift.run(rec)
+    chosen = set(texts(pl.read_parquet(tmp_path / "fit/round-1/pairs.parquet"), "chosen").values())
+    said_no = sum(not v for v in verdicts.values())
+    assert 0 < said_no < len(verdicts)  # the scripted verdicts split the samples
+    assert m.dropped.get("judge_not_an_answer", 0) == said_no
+    assert chosen and all(verdicts[c] for c in chosen)
+    assert (tmp_path / "fit/cache.duckdb").exists()
+
+
 def precomputed(mined: Path, tmp_path: Path) -> Path:
     """The mined pairs with a fixed chosen on every DSAT pair: rounds that train without sampling."""
     pairs = pl.read_parquet(mined / "pairs.parquet")

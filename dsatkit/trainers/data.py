@@ -62,12 +62,27 @@ def load_pairs(path: str | Path, where: str | None = None) -> pl.DataFrame:
 
 
 def split_test(pairs: pl.DataFrame, test_size: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Hold out whole exchanges (DSAT and seed rows together), chosen by a stable hash of the id."""
+    """(train, test): whole conversations held out, never split between the two sides.
+
+    PAIRS carry no conversation id, so a conversation is known by its opening: every exchange of one
+    conversation has the same first user message in its prompt (a later exchange's prompt holds the
+    earlier ones, so splitting them would train on a held-out prompt). Conversations are taken in the
+    order of a stable hash of that opening until they hold `test_size` of the exchanges (a share < 1, or
+    a count); DSAT and seed rows of an exchange go together; at least one conversation is left to train on.
+    """
     if test_size <= 0 or pairs.is_empty():
         return pairs, pairs.clear()
-    ids = pairs.select(pl.col("exchange_id").unique())
-    ids = ids.with_columns(h=md5_hex(ids["exchange_id"])).sort("h")
+    opening = pl.col("prompt").list.eval(
+        pl.element().filter(pl.element().struct.field("role") == "user").struct.field("content")
+    ).list.first()
+    ids = pairs.group_by("exchange_id").agg(opening=opening.first()).with_columns(
+        group=pl.coalesce(pl.col("opening"), pl.col("exchange_id"))  # no user turn: the exchange alone
+    )
+    groups = ids.group_by("group").agg(n=pl.len())
+    groups = groups.with_columns(h=md5_hex(groups["group"])).sort("h", "group")
     n = round(test_size * ids.height) if test_size < 1 else int(test_size)
-    n = min(n, ids.height - 1)  # keep at least one exchange to train on
-    test_ids = ids.head(n).select("exchange_id")
+    # the conversations, in hash order, until they hold n exchanges (the one that reaches n included)
+    held = groups.with_columns(before=pl.col("n").cum_sum() - pl.col("n")).filter(pl.col("before") < n)
+    held = held.head(min(held.height, groups.height - 1))  # keep at least one conversation to train on
+    test_ids = ids.join(held.select("group"), on="group", how="semi").select("exchange_id")
     return pairs.join(test_ids, on="exchange_id", how="anti"), pairs.join(test_ids, on="exchange_id", how="semi")

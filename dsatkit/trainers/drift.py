@@ -29,10 +29,12 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, Field
 
+from dsatkit.cache import Cache
 from dsatkit.detectors.embedding import load_model
 from dsatkit.errors import TrainError, first_line
 from dsatkit.progress import console
 from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
+from dsatkit.trainers.clean import clean_samples, request_of
 from dsatkit.trainers.data import load_pairs, split_test
 from dsatkit.trainers.recipe import Recipe
 from dsatkit.trainers.sampler import drop_degenerate, sample, sampling_messages
@@ -40,6 +42,8 @@ from dsatkit.trainers.tiny import TINY, build_tiny
 
 TABLE = "train_rounds"
 DB_NAME = "train.duckdb"
+CACHE_NAME = "cache.duckdb"
+"""The judge's answers (evaluation comparisons, sample checks) in `output_dir`, committed as they arrive."""
 
 
 class RoundMetrics(BaseModel):
@@ -54,6 +58,10 @@ class RoundMetrics(BaseModel):
     prompts: int = Field(0, description="prompts the round started from")
     pairs_kept: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)
+    cleaned: dict[str, int] = Field(
+        default_factory=dict, description="kept samples changed or left unchecked by sampler.clean "
+        "(preamble_stripped, judge_unchecked)"
+    )
     loss: float | None = None
     reward_margin: float | None = None
     reward_accuracy: float | None = None
@@ -113,6 +121,7 @@ class DriftRun:
         self.state = PartialState()
         self.main = self.state.is_main_process
         self._scorer = None
+        self._cache: Cache | None = None
 
     def _log(self, msg: str) -> None:
         if self.main:
@@ -135,17 +144,55 @@ class DriftRun:
             test.write_parquet(self.out / "test_pairs.parquet")
         return train
 
-    def prompts(self, pairs: pl.DataFrame) -> pl.DataFrame:
+    def prompts(self, pairs: pl.DataFrame, max_prompts: int | None) -> pl.DataFrame:
+        """The DSAT pairs a round samples for: at most `max_prompts`, first by exchange id."""
         dsat = pairs.filter(pl.col("origin") == "dsat").sort("exchange_id")
-        if self.recipe.data.max_pairs:
-            dsat = dsat.head(self.recipe.data.max_pairs)
-        return dsat
+        return dsat.head(max_prompts) if max_prompts else dsat
 
     # pairs of one round ---------------------------------------------------------------------------
     def _with_sample(self, policy: str, frame: pl.DataFrame, conditioned: bool, round_no: int) -> pl.DataFrame:
         """`frame` with one policy sample per row (`sample`, `truncated`)."""
         s = self._sample(policy, frame, conditioned, 1, round_no)
         return frame.with_row_index("row").join(s.rename({"text": "sample"}), on="row").drop("row", "k")
+
+    def cache(self) -> Cache:
+        """The run's judge cache (`output_dir/cache.duckdb`), opened on first use; closed by `close`."""
+        if self._cache is None:
+            self._cache = Cache(self.out / CACHE_NAME)
+        return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+
+    def _clean(self, cand: pl.DataFrame, dropped: dict[str, int], cleaned: dict[str, int]) -> pl.DataFrame:
+        """`cand` with each sample checked against its original prompt (`sampler.clean`), counting why."""
+        spec = self.recipe.sampler.clean
+        if not spec.enabled:
+            return cand
+        kept, d, n_stripped = clean_samples(cand, "sample", request_of(pl.col("prompt")), spec)
+        dropped.update(d)
+        if n_stripped:
+            cleaned["preamble_stripped"] = n_stripped
+        if spec.ask_judge and kept.height:
+            from dsatkit.trainers.questions import FitQuestion
+
+            assert self.recipe.judge is not None
+            question = FitQuestion(self.recipe.judge, self.cache())
+            items = question.keyed(kept.select("prompt", "sample"))
+            verdicts = question.answers(items).select(
+                "key", ok=pl.col("answer").str.json_decode(pl.Struct({"answers_prompt": pl.Boolean}))
+                .struct.field("answers_prompt"))
+            marked = kept.with_columns(_key=items["key"]).join(verdicts.rename({"key": "_key"}), on="_key",
+                                                               how="left", maintain_order="left")
+            no, unchecked = int((~marked["ok"]).sum()), int(marked["ok"].is_null().sum())
+            if no:
+                dropped["judge_not_an_answer"] = no
+            if unchecked:
+                cleaned["judge_unchecked"] = unchecked
+            kept = marked.filter(pl.col("ok").fill_null(True)).drop("_key", "ok")
+        return kept
 
     def _keep_distinct(self, cand: pl.DataFrame, other: str, dropped: dict[str, int]) -> pl.DataFrame:
         """Drop degenerate samples (empty, cut off, a copy of the `other` side), counting why."""
@@ -161,16 +208,20 @@ class DriftRun:
         tok = r.tokenizer if (r.tokenizer and policy == self.base) else None  # later rounds save their own
         return sample(policy, msgs, r.sampler, n=n, seed=r.seed, tokenizer_path=tok, chat_template=r.chat_template)
 
-    def round_pairs(self, stage: str, policy: str, pairs: pl.DataFrame, round_no: int) -> tuple[pl.DataFrame, dict, int]:
-        """(pairs, dropped counts, prompt count) for one round of `stage`."""
+    def round_pairs(
+        self, stage: str, policy: str, pairs: pl.DataFrame, round_no: int, max_prompts: int | None | bool = True
+    ) -> tuple[pl.DataFrame, dict, int, dict]:
+        """(pairs, dropped counts, prompt count, cleaned counts) for one round of `stage`, over at most
+        `max_prompts` DSAT prompts (True: the recipe's data.max_pairs)."""
         r = self.recipe
+        cleaned: dict[str, int] = {}
         if stage == "seed":
             seed = pairs.filter((pl.col("origin") == "seed") & pl.col("chosen").is_not_null())
             if seed.is_empty():
                 raise TrainError("seed_stage is enabled but the data has no seed (natural DSAT->SAT) pairs",
                                  hint="set seed_stage.enabled: false, or mine logs with SAT follow-ups")
-            return seed, {}, seed.height
-        dsat = self.prompts(pairs)
+            return seed, {}, seed.height, cleaned
+        dsat = self.prompts(pairs, r.data.max_pairs if max_prompts is True else max_prompts)
         if dsat.is_empty():
             raise TrainError(f"no DSAT pairs in {r.data.path}" + (f" matching {r.data.where!r}" if r.data.where else ""),
                              hint="check data.path and data.where")
@@ -183,6 +234,7 @@ class DriftRun:
                 cand = have.with_columns(sample=_text("chosen"), truncated=pl.lit(False))
             else:
                 cand = self._with_sample(policy, dsat, r.sampler.condition_on_feedback, round_no)
+                cand = self._clean(cand, dropped, cleaned)
             kept = self._keep_distinct(cand, "rejected", dropped)
             out = kept.with_columns(chosen=_messages(pl.col("sample")))
         elif stage == "spin":
@@ -227,7 +279,7 @@ class DriftRun:
             )
         else:  # pragma: no cover - the recipe's Literal rules this out
             raise TrainError(f"unknown method {stage!r}")
-        return conform(out, PAIRS), dropped, dsat.height
+        return conform(out, PAIRS), dropped, dsat.height, cleaned
 
     def scorer(self):
         if self._scorer is None:
@@ -322,22 +374,38 @@ class DriftRun:
         start = self.base
         for round_no, stage in stages:
             rdir = self.out / f"round-{round_no}"
-            finished = rdir / "metrics.json"
-            if finished.exists() and (rdir / "model").exists():
-                m = RoundMetrics.model_validate_json(finished.read_text())
-                m.resumed = True
-                done.append(m)
-                start = str(rdir / "model")
+            finished = self.finished_round(round_no)
+            if finished is not None:
+                finished.resumed = True
+                done.append(finished)
+                start = finished.model_path
                 self._log(f"round {round_no} ({stage}) already finished: skipping")
-                continue
-            if self.main and rdir.exists():
-                self._log(f"round {round_no} ({stage}) was left half-written: redoing it from its start")
-                shutil.rmtree(rdir)
-            self.state.wait_for_everyone()
-            m = self.one_round(round_no, stage, start, pairs, rdir)
-            done.append(m)
-            start = m.model_path
+            else:
+                if self.main and rdir.exists():
+                    self._log(f"round {round_no} ({stage}) was left half-written: redoing it from its start")
+                    shutil.rmtree(rdir)
+                self.state.wait_for_everyone()
+                m = self.one_round(round_no, stage, start, pairs, rdir)
+                done.append(m)
+                start = m.model_path
+            if r.evaluates:
+                self.evaluate(done)
         return done
+
+    def finished_round(self, round_no: int) -> RoundMetrics | None:
+        """Round `round_no`'s metrics when it finished (its metrics.json and model are there), else None."""
+        rdir = self.out / f"round-{round_no}"
+        if (rdir / "metrics.json").exists() and (rdir / "model").exists():
+            return RoundMetrics.model_validate_json((rdir / "metrics.json").read_text())
+        return None
+
+    def evaluate(self, finished: list[RoundMetrics]) -> list:
+        """Evaluate the start and the `finished` rounds not evaluated yet (main process; the others wait)."""
+        from dsatkit.trainers.evaluation import RoundEvaluator
+
+        rows = RoundEvaluator(self).evaluate(finished) if self.main else []
+        self.state.wait_for_everyone()
+        return rows
 
     def one_round(self, round_no: int, stage: str, start: str, pairs: pl.DataFrame, rdir: Path) -> RoundMetrics:
         r = self.recipe
@@ -347,13 +415,14 @@ class DriftRun:
         n_prompts = 0
         if self.main:
             rdir.mkdir(parents=True, exist_ok=True)
-            round_pairs, dropped, n_prompts = self.round_pairs(stage, start, pairs, round_no)
+            round_pairs, dropped, n_prompts, cleaned = self.round_pairs(stage, start, pairs, round_no)
             round_pairs.write_parquet(rdir / "pairs.parquet")
-            (rdir / "sampling.json").write_text(json.dumps({"dropped": dropped, "prompts": n_prompts}))
+            (rdir / "sampling.json").write_text(json.dumps({"dropped": dropped, "prompts": n_prompts,
+                                                            "cleaned": cleaned}))
         self.state.wait_for_everyone()
         round_pairs = pl.read_parquet(rdir / "pairs.parquet")
         info = json.loads((rdir / "sampling.json").read_text())
-        dropped, n_prompts = info["dropped"], info["prompts"]
+        dropped, n_prompts, cleaned = info["dropped"], info["prompts"], info["cleaned"]
         sample_s = time.perf_counter() - t0
         if round_pairs.is_empty():
             raise TrainError(
@@ -378,6 +447,7 @@ class DriftRun:
             prompts=n_prompts,
             pairs_kept=round_pairs.height,
             dropped=dropped,
+            cleaned=cleaned,
             distinct_2=d2,
             embedding_distance=emb,
             sample_s=round(sample_s, 3),
@@ -419,7 +489,8 @@ TRAIN_ROUNDS = pl.Schema(
     {
         "round": pl.Int64(), "stage": pl.String(), "start_model": pl.String(), "reference_model": pl.String(),
         "reference_fingerprint": pl.Float64(), "model_path": pl.String(), "prompts": pl.Int64(),
-        "pairs_kept": pl.Int64(), "dropped": pl.String(), "loss": pl.Float64(), "reward_margin": pl.Float64(),
+        "pairs_kept": pl.Int64(), "dropped": pl.String(), "cleaned": pl.String(), "loss": pl.Float64(),
+        "reward_margin": pl.Float64(),
         "reward_accuracy": pl.Float64(), "train_steps": pl.Int64(), "distinct_2": pl.Float64(),
         "embedding_distance": pl.Float64(), "sample_s": pl.Float64(), "train_s": pl.Float64(),
         "finished_at": pl.String(),
@@ -430,17 +501,43 @@ TRAIN_ROUNDS = pl.Schema(
 def record_round(out_dir: Path, m: RoundMetrics) -> None:
     """Upsert the round's row into `train_rounds` of `out_dir/train.duckdb`."""
     row = m.model_dump()
-    row["dropped"] = json.dumps(row["dropped"])
+    row["dropped"], row["cleaned"] = json.dumps(row["dropped"]), json.dumps(row["cleaned"])
     frame = pl.DataFrame([row], schema=TRAIN_ROUNDS)  # noqa: F841 - read by DuckDB below
     con = duckdb.connect(str(out_dir / DB_NAME))
     try:
         con.execute(f"create table if not exists {TABLE} as select * from frame limit 0")
+        for name in TRAIN_ROUNDS:  # a table written by an older dsatkit: add what it lacks
+            con.execute(f'alter table {TABLE} add column if not exists "{name}" {_duck_type(TRAIN_ROUNDS[name])}')
         con.execute(f"delete from {TABLE} where round = ?", [m.round])
         con.execute(f"insert into {TABLE} by name select * from frame")
     finally:
         con.close()
 
 
+def _duck_type(dtype: pl.DataType) -> str:
+    return {pl.Int64: "bigint", pl.Float64: "double", pl.String: "varchar", pl.Boolean: "boolean"}[dtype.base_type()]
+
+
+def evaluate_rounds(recipe: Recipe) -> list:
+    """Evaluate the finished rounds of `recipe.output_dir` that are not evaluated yet (`dsatkit
+    eval-rounds`); returns the `EvalRow`s written now."""
+    drift_run = DriftRun(recipe)
+    try:
+        drift_run.base = drift_run.base_model()
+        finished = []
+        for rdir in sorted(drift_run.out.glob("round-*"), key=lambda p: int(p.name.split("-")[1])):
+            m = drift_run.finished_round(int(rdir.name.split("-")[1]))
+            if m is not None:
+                finished.append(m)
+        return drift_run.evaluate(finished)
+    finally:
+        drift_run.close()
+
+
 def run(recipe: Recipe, rounds: int | None = None) -> list[RoundMetrics]:
     """Run (or resume) the recipe's rounds; returns every round's metrics, finished earlier or now."""
-    return DriftRun(recipe).run(rounds)
+    drift_run = DriftRun(recipe)
+    try:
+        return drift_run.run(rounds)
+    finally:
+        drift_run.close()

@@ -36,8 +36,10 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from dsatkit.config import StrictModel, read_yaml, set_dotted, validate
+from dsatkit.config import JudgeConfig, StrictModel, read_yaml, set_dotted, validate
 from dsatkit.errors import ConfigError, first_line
+from dsatkit.trainers.clean import CleanSpec
+from dsatkit.trainers.evaluation import EvaluationSpec
 from dsatkit.trainers.tiny import BUILTIN_MODELS
 
 DEFAULT_INSTRUCTION = (
@@ -74,6 +76,10 @@ class SamplerSpec(StrictModel):
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vLLM only")
     near_duplicate: float = Field(
         0.9, gt=0, le=1, description="drop samples whose word-set Jaccard with the rejected is >= this"
+    )
+    clean: CleanSpec = Field(
+        default_factory=CleanSpec,
+        description="drift's chosen samples checked against the original prompt (meta-talk, no engagement)",
     )
 
 
@@ -219,6 +225,10 @@ class Recipe(StrictModel):
     rounds: int = Field(2, ge=0)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     scorer: ScorerSpec | None = None
+    judge: JudgeConfig | None = Field(
+        None, description="an OpenAI-compatible LLM judge (the mining judge's settings: cache, budget, retries, "
+        "redaction) for the evaluation's pairwise comparisons and sampler.clean.ask_judge",
+    )
     dpo: dict[str, Any] = Field(default_factory=dict, description="DPOConfig fields, passed through")
     lora: dict[str, Any] | None = Field(None, description="peft LoraConfig fields; null = full fine-tuning")
     reference: Literal["round_start", "initial"] = Field(
@@ -229,6 +239,9 @@ class Recipe(StrictModel):
     output_dir: Path
     seed: int = 42
     metrics: MetricsSpec = Field(default_factory=MetricsSpec)
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="held-out evaluation after every round (docs/training.md)"
+    )
 
     @field_validator("dpo", mode="before")
     @classmethod
@@ -281,7 +294,17 @@ class Recipe(StrictModel):
                 "method idpo ranks two policy samples and needs a scorer: "
                 "scorer: {judge: {model, base_url}} or scorer: {reward_model: PATH}"
             )
+        if self.sampler.clean.ask_judge and self.judge is None:
+            raise ValueError("sampler.clean.ask_judge needs a judge: judge: {model, base_url, ...}")
+        if self.evaluation.enabled and self.data.test_size <= 0:
+            raise ValueError("evaluation needs held-out prompts: set data.test_size (a share < 1 or a count)")
         return self
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether every round is evaluated: `evaluation.enabled`, or by default when prompts are held out."""
+        enabled = self.evaluation.enabled
+        return self.data.test_size > 0 if enabled is None else enabled
 
     def dpo_config(self, output_dir: Path, **overrides: Any):
         """A `DPOConfig` for one stage; CPU-safe defaults where the recipe says nothing."""
