@@ -209,23 +209,15 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     corrupt.write_bytes(b"PAR1" + b"\x00garbage" * 10)
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text(json.dumps({"foo": 1, "bar": 2}) + "\n")
-    corrupt_gz = tmp_path / "corrupt.jsonl.gz"  # damaged inside the stream (a cut one is read: see below)
-    packed = bytearray(gzip.compress((LOGS / "openai.jsonl").read_bytes()))
-    packed[40:60] = b"\xff" * 20
-    corrupt_gz.write_bytes(bytes(packed))
     bad_array = tmp_path / "bad.json"  # the array closed by a brace (a cut array is read: see below)
     bad_array.write_text('[{"messages": []}}, {"messages": []}]')
-    two_arrays = tmp_path / "two.json"
-    two_arrays.write_text('[{"messages": []}]\n[{"messages": []}]\n')
     half = tmp_path / "half.parquet"  # cut in the middle: header but no footer
     data = (LOGS / "openai.parquet").read_bytes()
     half.write_bytes(data[: len(data) // 2])
     mislabelled = tmp_path / "text.parquet"
     mislabelled.write_text('{"messages": []}\n')
     for path, match in ((corrupt, "corrupt.parquet: unreadable"), (unknown, "unrecognised log format"),
-                        (corrupt_gz, "corrupt.jsonl.gz: cannot read the file"),
                         (bad_array, r"bad.json: unreadable \(unbalanced '}' at byte 17: it closes the top-level"),
-                        (two_arrays, r"two.json: unreadable \(data after the end of the JSON array, at byte 19\)"),
                         (half, "half.parquet: unreadable"), (mislabelled, "not a parquet file")):
         with pytest.raises(InputError, match=match) as err:
             read([path])
@@ -441,6 +433,25 @@ def test_a_gzip_cut_anywhere_keeps_what_zlib_can_decompress(tmp_path, array):
             assert turns["conversation_id"].n_unique() == whole, (keep, batch_rows)
             assert counts(quarantine) == {"truncated file": 1}, (keep, batch_rows)
             assert quarantine["row_number"].item() == whole
+
+
+@pytest.mark.parametrize("batch_rows", BATCHES)
+@pytest.mark.parametrize(("how", "array"), [("corrupt", False), ("garbage", False), ("corrupt", True)])
+def test_a_gzip_damaged_inside_keeps_what_comes_before(tmp_path, how, array, batch_rows):
+    """A corrupt deflate block or garbage after the last member: the records before it are kept, the
+    rest of the file is one row whose reason says which (it was all-or-nothing before)."""
+    case = damaged.gzip_damaged_after(tmp_path / ("d.json.gz" if array else "d.jsonl.gz"), 25, how, array)
+    quarantine = assert_reads_as(case, batch_rows)
+    assert quarantine.filter(pl.col("reason") != "no messages")["row_number"].to_list() == [case.cut_row]
+
+
+@pytest.mark.parametrize("batch_rows", BATCHES)
+def test_data_after_a_json_array_is_one_row_and_the_array_is_read(tmp_path, batch_rows):
+    case = damaged.array_with_data_after(tmp_path / "two.json")
+    quarantine = assert_reads_as(case, batch_rows)
+    after = quarantine.filter(pl.col("reason") == "data after the end").row(0, named=True)
+    assert after["row_number"] == case.cut_row and after["raw"].startswith(f"bytes {case.cut_at}-")
+    assert after["raw"].split(": ", 1)[1].startswith('[{"id": "d0"')
 
 
 def test_cut_records_are_found_whatever_the_buffer(tmp_path):

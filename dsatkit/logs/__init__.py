@@ -35,7 +35,7 @@ from dsatkit.logs.formats import (
     table_frames,
 )
 from dsatkit.logs.normalise import SeenIds, flat_to_cm, split_carry, to_turns
-from dsatkit.logs.quarantine import BAD_UTF8, EMPTY_FILE, TRUNCATED, UNREADABLE, one_row, whole_file
+from dsatkit.logs.quarantine import BAD_UTF8, EMPTY_FILE, UNREADABLE, one_row, whole_file
 from dsatkit.schema import TURNS
 
 __all__ = ["FORMATS", "LogBatch", "LogReader", "read_logs"]
@@ -63,12 +63,14 @@ class LogReader(Iterator[LogBatch]):
     `files`: the files to read, in order. `skipped`: the files passed over inside the directories given,
     counted by reason, most frequent first (`files.HIDDEN`, `files.DANGLING`, `files.NOT_A_FILE`, or
     "not a log file (.csv)" per suffix); `describe_skipped()` says it in one line ("" when none).
+    `seen`: the conversation ids read before these files (a reader of the files that come after others,
+    as a distributed executor runs one per file); their later copies are quarantined as duplicates.
     """
 
-    def __init__(self, found: files.Found, config: ReadConfig):
+    def __init__(self, found: files.Found, config: ReadConfig, seen: SeenIds | None = None):
         self.files = found.files
         self.skipped = dict(sorted(found.skipped.items(), key=lambda kv: (-kv[1], kv[0])))
-        self._batches = _read_all(found.files, config)
+        self._batches = _read_all(found.files, config, seen)
 
     def __next__(self) -> LogBatch:
         return next(self._batches)
@@ -92,8 +94,8 @@ def read_logs(paths: Sequence[str | Path] | str | Path, config: ReadConfig) -> L
     return LogReader(files.expand_paths(paths), config)
 
 
-def _read_all(todo: list[str], config: ReadConfig) -> Iterator[LogBatch]:
-    seen = SeenIds()
+def _read_all(todo: list[str], config: ReadConfig, seen: SeenIds | None = None) -> Iterator[LogBatch]:
+    seen = SeenIds() if seen is None else seen
     roles = {**ROLE_ALIASES, **{k.strip().lower(): v for k, v in config.role_aliases.items()}}
     con = duckdb.connect()
     try:
@@ -190,8 +192,10 @@ def _not_utf8_rows(df: pl.DataFrame, bad: pl.DataFrame, plan: Plan, flat: bool) 
 
 
 def _cut(path: str, cut: files.Cut, fmt: str) -> LogBatch:
-    """The batch of the one quarantine row that stands for the record a truncated file was cut in."""
-    return LogBatch(pl.DataFrame(schema=TURNS), one_row(path, cut.row, TRUNCATED, cut.describe()), path, fmt, 1)
+    """The batch of the one quarantine row that stands for the damaged end of a file (see `files.Cut`):
+    the record a truncated file was cut in, the undecompressable rest of a gzip stream, the data
+    after a JSON array."""
+    return LogBatch(pl.DataFrame(schema=TURNS), one_row(path, cut.row, cut.reason, cut.describe()), path, fmt, 1)
 
 
 def _blank(chunk: pl.DataFrame) -> bool:

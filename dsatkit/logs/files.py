@@ -4,9 +4,11 @@ Readers yield raw rows only; what the rows mean is `formats.py`'s business. Ever
 from 0 in file order (the physical line for JSONL, the element for a JSON array, the row for parquet),
 so a quarantined row can be found again in the file.
 
-Damaged files keep every whole row: a gzip stream cut short (a partial download) reads as far as it
-goes, a JSON array that ends mid-record yields every element before the cut, and the cut record is
-reported once (`Records.cut`) instead of failing the file. A UTF-8 byte-order mark is skipped.
+Damaged files keep every whole row: a gzip stream cut short (a partial download) or damaged inside
+(a corrupt block, a bad checksum, garbage after the last member) reads as far as zlib can decompress,
+a JSON array that ends mid-record yields every element before the cut, one followed by more data
+yields all its elements; the damaged part is reported once (`Records.cut`, with its reason) instead of
+failing the file. A UTF-8 byte-order mark is skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pyarrow.parquet as pq
 
 from dsatkit.duck import local_connection
 from dsatkit.errors import InputError
+from dsatkit.logs.quarantine import CORRUPT, TRAILING, TRUNCATED
 
 SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".ndjson", ".ndjson.gz", ".json", ".json.gz")
 """File names `read_logs` picks up when given a directory (a file named explicitly may have any name)."""
@@ -177,7 +180,9 @@ class Source:
     byte-order mark. `offset` counts the bytes read so far (decompressed, the mark included).
 
     A gzip stream that ends before its end-of-stream marker (a partial download) reads as far as it
-    goes and then sets `truncated` (`gzip.open` raises instead, and loses the buffer it was filling).
+    goes and then sets `truncated` (`gzip.open` raises instead, and loses the buffer it was filling);
+    one that zlib cannot decompress further (a corrupt block, a bad checksum, bytes after the last
+    member that are not another member) does the same, and `damage` says which (a quarantine reason).
     """
 
     def __init__(self, path: str):
@@ -188,6 +193,7 @@ class Source:
         self._ended = False
         self._started = False
         self.truncated = False
+        self.damage = TRUNCATED
         self.offset = 0
 
     def read(self, n: int) -> bytes:
@@ -212,7 +218,8 @@ class Source:
         while size < n and not self._ended:
             z = self._z
             assert z is not None
-            if z.eof:  # a member ended: another may follow (concatenated gzip files are one stream)
+            between = z.eof
+            if between:  # a member ended: another may follow (concatenated gzip files are one stream)
                 chunk = z.unused_data or self._f.read(_GZIP_CHUNK)
                 if not chunk.strip(b"\0"):  # the end (some writers pad with zeros)
                     self._ended = True
@@ -225,7 +232,13 @@ class Source:
                     size += len(out[-1])
                     self.truncated = self._ended = True
                     break
-            out.append(z.decompress(chunk, n - size))
+            try:
+                out.append(z.decompress(chunk, n - size))
+            except zlib.error:  # what came before is kept; the rest of the file cannot be read
+                self.truncated = self._ended = True
+                # after a whole member, bytes that do not open another are not gzip data at all
+                self.damage = TRAILING if between and not chunk.startswith(b"\x1f\x8b") else CORRUPT
+                break
             size += len(out[-1])
         return b"".join(out)
 
@@ -246,9 +259,10 @@ class Cut:
 
     row: int  # the row number it would have had
     start: int  # byte offset where it starts, in the decompressed stream of a gzip file
-    end: int  # where the file ends (decompressed)
+    end: int  # where the file ends (decompressed; for a damaged gzip stream, as far as it could be read)
     head: bytes  # its first bytes (empty when the file stops between records)
     gzipped: bool = False
+    reason: str = TRUNCATED  # the quarantine reason: truncated, corrupt compressed data, data after the end
 
     def describe(self) -> str:
         """'bytes 1200-1520: {"id": ...' (decompressed bytes for a gzip file)."""
@@ -320,7 +334,7 @@ def _lines(path: str, buffer_bytes: int) -> Generator[pa.Array, None, Cut | None
             buf = src.read(buffer_bytes)
             if not buf:
                 if src.truncated:
-                    return Cut(n, src.offset - len(rest), src.offset, rest[:_HEAD], gzipped=True)
+                    return Cut(n, src.offset - len(rest), src.offset, rest[:_HEAD], gzipped=True, reason=src.damage)
                 if rest:
                     yield pa.array([rest], pa.large_binary())
                 return None
@@ -347,8 +361,9 @@ def iter_json_array(path: str, batch_rows: int, buffer_bytes: int = READ_BYTES) 
     The array is split into elements by `ArrayScanner` one buffer at a time, so memory holds a buffer
     and one element, never the file; the elements are parsed later, a batch at a time. An element
     that is not valid JSON (or not UTF-8) is a bad row, not a bad file. A file that ends before the
-    array is closed keeps every element before the cut; the unfinished one is `Records.cut`. Raises
-    InputError where the array itself is broken: a bracket that closes it early, or data after it.
+    array is closed keeps every element before the cut; the unfinished one is `Records.cut`, as is the
+    data after the array's closing bracket, if any. Raises InputError where the array itself is broken
+    (a bracket that closes it early).
     """
     return Records(_elements(path, buffer_bytes), batch_rows)
 
@@ -364,7 +379,8 @@ def _elements(path: str, buffer_bytes: int) -> Generator[pa.Array, None, Cut | N
             if not buf:
                 break
             if scan.closed:
-                _no_data_after(path, buf, src.offset - len(buf))
+                if (after := _data_after(n, buf, src.offset - len(buf), src)) is not None:
+                    return after
                 continue
             data = pending + buf if pending else buf
             shift = len(data) - len(buf)
@@ -379,31 +395,34 @@ def _elements(path: str, buffer_bytes: int) -> Generator[pa.Array, None, Cut | N
                 n += len(records)
                 start = int(ends[-1]) + 1
             if close is not None:
-                _no_data_after(path, buf[close + 1 :], src.offset - len(buf) + close + 1)
+                if (after := _data_after(n, buf[close + 1 :], src.offset - len(buf) + close + 1, src)) is not None:
+                    return after
                 pending = b""
             else:
                 pending = data[start:] if start is not None else b""
                 start = 0 if start is not None else None
         end = src.offset
         if scan.closed:  # whole, unless only the end of a gzip stream is missing (its check unchecked)
-            return Cut(n, end, end, b"", src.gzipped) if src.truncated else None
+            return Cut(n, end, end, b"", src.gzipped, src.damage) if src.truncated else None
         head = pending.lstrip()
         at = end - len(head)
         head = head.rstrip()
         if head and scan.depth == 1 and not scan.in_string:
             # the last element is whole, only the array is not closed: it is a record like the others
             yield _slices(head, np.array([0]), np.array([len(head)]))
-            return Cut(n + 1, end, end, b"", src.gzipped)
-        return Cut(n, at, end, head[:_HEAD], src.gzipped)
+            return Cut(n + 1, end, end, b"", src.gzipped, src.damage)
+        return Cut(n, at, end, head[:_HEAD], src.gzipped, src.damage)
 
 
-def _no_data_after(path: str, rest: bytes, offset: int) -> None:
-    """Raise InputError if `rest` (bytes after a JSON array's closing bracket) is not blank."""
+def _data_after(n: int, rest: bytes, offset: int, src: Source) -> Cut | None:
+    """The data after a JSON array's closing bracket (`rest`, at byte `offset`), if it is not blank: a
+    `Cut` with reason TRAILING and the row number `n` (what follows is not read: several JSON documents
+    joined together, or garbage)."""
     stripped = rest.lstrip()
-    if stripped:
-        at = offset + len(rest) - len(stripped)
-        raise InputError(f"{path}: unreadable (data after the end of the JSON array, at byte {at})",
-                         hint="check the file: it may be several JSON documents joined together")
+    if not stripped:
+        return None
+    at = offset + len(rest) - len(stripped)
+    return Cut(n, at, src.offset, stripped[:_HEAD], src.gzipped, TRAILING)
 
 
 _WHITESPACE = np.zeros(256, dtype=bool)

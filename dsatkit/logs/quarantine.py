@@ -26,11 +26,13 @@ DUPLICATE = "duplicate conversation_id"
 NO_ID = "missing conversation_id"
 IN_BAD_CONVERSATION = "in a quarantined conversation"
 TRUNCATED = "truncated file"
+CORRUPT = "corrupt compressed data"
+TRAILING = "data after the end"
 UNREADABLE = "unreadable file"
 EMPTY_FILE = "empty file"
 
 REASONS = (BAD_UTF8, BAD_JSON, NOT_OBJECT, NO_MESSAGES, MALFORMED_MESSAGE, UNKNOWN_ROLE, NON_TEXT, TOO_LONG,
-           DUPLICATE, NO_ID, IN_BAD_CONVERSATION, TRUNCATED)
+           DUPLICATE, NO_ID, IN_BAD_CONVERSATION, TRUNCATED, CORRUPT, TRAILING)
 
 RAW_CHARS = 2000
 """Raw input kept per quarantined row."""
