@@ -148,6 +148,8 @@ def bare_scan(path: Path, shape: str) -> float:
 
 _CHILD = """
 import json, sys, time
+from dsatkit.runtime import configure_process
+configure_process()  # as the dsatkit command does, before Polars loads
 from dsatkit.config import MineConfig
 from dsatkit.pipeline import mine
 t0 = time.perf_counter()

@@ -220,6 +220,8 @@ def mine(
                 }
             )
         summary.timings_s = _timings(job)
+        for done in job.after_commit:
+            done()
         if topics is not None:
             from dsatkit.topics import build_topics
 

@@ -48,6 +48,12 @@ def mine_command(
     topics_config: Annotated[
         Path | None, typer.Option(help="YAML config of the topics (TopicsConfig); implies --topics")
     ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local (this process) | ray (Ray workers mine the files; `pip install dsatkit[ray]`)")
+    ] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="a running Ray cluster ('auto': this machine's); default: a local one for the run")
+    ] = None,
 ) -> None:
     """Mine DSAT exchanges and preference pairs from chat logs into OUT/dsat.duckdb (+ parquet)."""
     from dsatkit.config import MineConfig
@@ -63,7 +69,11 @@ def mine_command(
         "judge.concurrency": judge_concurrency,
         "judge.max_calls": judge_max_calls,
         "judge.redact": redact,
+        "executor": executor,
+        "ray.address": ray_address,
     })
+    if ray_address is not None and executor is None:
+        overrides["executor"] = "ray"
     if detectors is None and judge_model is not None:
         # naming a judge model switches the judge on next to the default detectors
         overrides["detectors"] = ["learned", "judge"]

@@ -10,7 +10,9 @@ import typer
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (MineConfig)")]
 FormatOpt = Annotated[str | None, typer.Option("--format", help="auto|openai|sharegpt|wildchat|lmsys|turns")]
 DetectorsOpt = Annotated[
-    str | None, typer.Option("--detectors", help="comma list of learned,lexical,embedding,judge (default learned)")
+    str | None,
+    typer.Option("--detectors", help="comma list of registered detectors: learned, lexical, embedding, judge, or a "
+                 "plugin's (default learned)"),
 ]
 ThresholdOpt = Annotated[float | None, typer.Option(help="fused score at which an exchange is DSAT")]
 EmbeddingModelOpt = Annotated[str | None, typer.Option(help="sentence-transformers model name or path")]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +58,8 @@ class MineJob:
     stats: dict[str, StageStats] = field(default_factory=dict)
     timer: Timer = field(default_factory=Timer)
     labels: dict[str, str] = field(default_factory=dict)
+    after_commit: list[Callable[[], None]] = field(default_factory=list)
+    """What the caller runs once the store is committed (the Ray executor removes its part files)."""
     """Each stage's name in the run's timings (`Stage.label`: "detect:lexical" for a detector)."""
 
     def add_stats(self, stats: dict[str, StageStats], labels: dict[str, str] | None = None) -> None:
@@ -120,6 +122,13 @@ class LocalExecutor:
 def executor_for(config: MineConfig) -> Executor:
     """The executor `config.executor` names (Ray is imported only when asked for)."""
     if config.executor == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            from dsatkit.errors import ConfigError
+
+            raise ConfigError("executor 'ray' needs Ray, which is not installed",
+                              hint="pip install 'dsatkit[ray]' (or run with --executor local)") from None
         from dsatkit.executors.ray import RayExecutor
 
         return RayExecutor(config.ray)
