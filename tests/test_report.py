@@ -209,6 +209,25 @@ def test_report_without_topics_says_what_to_run(tmp_path: Path, store: Path):
     assert build_report(plain, tmp_path / "r", ReportConfig(png=False)).sections["training"] is True
 
 
+@pytest.mark.slow  # loads the embedding model: ~10 s
+def test_report_of_real_topics(tmp_path: Path, store: Path):
+    """`dsatkit topics` for real (the embedding model, k-means, TF-IDF names), then the report."""
+    from dsatkit.topics import TopicsConfig, build_topics
+
+    mined = tmp_path / "mined"
+    shutil.copytree(store, mined, ignore=shutil.ignore_patterns("topics.duckdb"))
+    written = build_topics(mined, TopicsConfig(n_topics=3, min_topic_size=1)).topics
+    report = build_report(mined, tmp_path / "r", ReportConfig(png=False))
+    assert report.sections["topics"] is True and "topic_map" in report.charts
+    html = report.index.read_text()
+    assert html.count('<tbody class="topic"') == written.height == 3
+    for row in written.iter_rows(named=True):
+        assert f'data-topic="{row["topic_id"]}" data-size="{row["size"]}"' in html
+        if row["dsat"]:  # every topic with DSAT shows its nearest DSAT examples
+            shown = min(row["dsat"], 3)
+            assert f"{shown} DSAT example{'s' if shown != 1 else ''}" in html
+
+
 def test_redact_masks_texts(tmp_path: Path):
     logs = tmp_path / "logs.jsonl"
     row = {"id": "c", "messages": [
