@@ -46,6 +46,9 @@ class MineSummary(BaseModel):
     with_feedback: int = 0
     quarantined: int = 0
     quarantine_reasons: dict[str, int] = Field(default_factory=dict)
+    resumed_files: list[str] = Field(
+        default_factory=list, description="input files a killed earlier run had finished: read from its parts, "
+        "not mined again (Ray executor)")
     skipped_files: dict[str, int] = Field(
         default_factory=dict, description="files found inside directories and not read, by reason (hidden, .csv, ...)")
     dsat: int = 0
@@ -137,6 +140,7 @@ def _summarise(summary: MineSummary, job: MineJob) -> None:
     """Fill the summary's counts and detector stats from what the executor gathered."""
     c = job.counts
     summary.files = len(c.files)
+    summary.resumed_files = list(job.resumed)
     for name in ("rows_read", "conversations", "turns", "exchanges", "with_feedback", "quarantined", "dsat", "sat",
                  "neutral", "pairs", "seed_pairs", "no_prompt"):
         setattr(summary, name, getattr(c, name))

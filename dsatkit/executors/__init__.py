@@ -58,6 +58,8 @@ class MineJob:
     stats: dict[str, StageStats] = field(default_factory=dict)
     timer: Timer = field(default_factory=Timer)
     labels: dict[str, str] = field(default_factory=dict)
+    resumed: list[str] = field(default_factory=list)
+    """Input files not mined again: a killed earlier run had finished them (Ray executor)."""
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     """What the caller runs once the store is committed (the Ray executor removes its part files)."""
     """Each stage's name in the run's timings (`Stage.label`: "detect:lexical" for a detector)."""

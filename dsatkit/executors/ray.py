@@ -171,6 +171,7 @@ class RayExecutor:
                 shutil.rmtree(stale, ignore_errors=True)
         todo = [i for i, k in enumerate(keys) if not (parts / k / DONE).exists()]
         self.mined_files = [files[i] for i in todo]
+        job.resumed = [f for i, f in enumerate(files) if i not in set(todo)]
 
         started_here = not ray.is_initialized()
         if started_here:

@@ -1,0 +1,173 @@
+"""The executors: the local one and the Ray one store the same tables, and a killed Ray run resumes.
+
+Ray tests share one local Ray cluster (2 CPUs), started once for the module; the executor joins it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from dsatkit.config import MineConfig
+from dsatkit.executors.ray import DONE, PARTS_DIR
+from dsatkit.pipeline import mine
+
+ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray: pip install 'dsatkit[ray]'")
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "logs"
+TABLES = ("turns", "exchange_index", "detections", "verdicts", "dsat_records", "pairs", "quarantine",
+          "exchanges", "dsat")
+"""The stored tables and the two views over them."""
+VIEWS = ("exchanges", "dsat")
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def generate(n: int, path: Path, seed: int) -> Path:
+    """n conversations as OpenAI-messages parquet, by bench/mine_throughput.py's generator."""
+    spec = importlib.util.spec_from_file_location("mine_throughput", REPO / "bench" / "mine_throughput.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.generate(n, path, seed=seed)
+    return path
+
+
+def shards(tmp_path: Path, n: int, files: int) -> list[Path]:
+    """`files` parquet shards of n/files conversations each (distinct ids: each shard renamed apart)."""
+    out = []
+    for i in range(files):
+        raw = generate(n // files, tmp_path / f"raw-{i}.parquet", seed=i)
+        frame = pl.read_parquet(raw).with_columns(pl.format("s{}-{}", pl.lit(i), pl.col("id")).alias("id"))
+        path = tmp_path / f"shard-{i}.parquet"
+        frame.write_parquet(path)
+        raw.unlink()
+        out.append(path)
+    return out
+
+
+def assert_same_store(a, b) -> None:
+    """Every table of two runs holds the same rows in the same order (both executors write the input
+    files' batches in input order), and so every view the same rows."""
+    for name in TABLES:
+        left, right = a.table(name), b.table(name)
+        if name in VIEWS:  # a join: its row order is DuckDB's, run to run
+            left, right = left.sort("exchange_id"), right.sort("exchange_id")
+        assert left.height == right.height, name
+        assert left.equals(right), name
+    skip = {"run_id", "timings_s", "detectors", "resumed_files"}
+    assert a.summary.model_dump(exclude=skip) == b.summary.model_dump(exclude=skip)
+
+
+def config(executor: str, **kw) -> MineConfig:
+    return MineConfig(detectors=["lexical"], executor=executor, **kw)
+
+
+def test_the_fixture_corpus_gives_the_same_tables_with_either_executor(tmp_path, ray_cluster):
+    """27 files in every format, damaged ones, and the same conversations in many files (the later
+    copies are quarantined as duplicates, by whichever executor)."""
+    read = {"skip_bad_files": True}
+    local = mine([FIXTURES], tmp_path / "local", config("local", read=read))
+    distributed = mine([FIXTURES], tmp_path / "ray", config("ray", read=read))
+    assert local.summary.quarantine_reasons["duplicate conversation_id"] > 0
+    assert local.summary.files == 27 and local.summary.exchanges > 0
+    assert_same_store(local, distributed)
+    assert not (tmp_path / "ray" / PARTS_DIR).exists()  # the parts go once the store is in
+
+
+def test_the_ray_executor_says_which_input_file_failed(tmp_path, ray_cluster):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": "not a list"\n')
+    from dsatkit.errors import InputError
+
+    with pytest.raises(InputError, match="bad.jsonl"):
+        mine([FIXTURES / "openai.jsonl", bad], tmp_path / "out", config("ray"))
+    assert not (tmp_path / "out" / "dsat.duckdb").exists()
+
+
+_KILLED_DRIVER = """
+import sys
+from dsatkit.config import MineConfig
+from dsatkit.pipeline import mine
+mine(sys.argv[1:-1], sys.argv[-1], MineConfig(detectors=["lexical"], executor="ray",
+     ray={"num_cpus": 2, "workers": 1, "object_store_mb": 128}))
+"""
+
+
+def test_a_killed_ray_run_resumes_without_mining_the_finished_files_again(tmp_path, ray_cluster):
+    files = shards(tmp_path, 30_000, 6)
+    out = tmp_path / "mined"
+    parts = out / PARTS_DIR
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_DRIVER, *map(str, files), str(out)],
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(list(parts.glob(f"*/{DONE}"))) < 2:
+            assert child.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        os.kill(child.pid, signal.SIGKILL)  # the driver only: its workers are left to die on their own
+        child.wait()
+    finally:
+        time.sleep(3)  # a worker that was writing a file may still rename it into place
+        try:
+            os.killpg(child.pid, signal.SIGKILL)  # what is left of the cluster the driver started
+        except ProcessLookupError:
+            pass
+    finished = {json.loads(d.read_text())["path"] for d in parts.glob(f"*/{DONE}")}
+    assert 2 <= len(finished) < len(files)
+    assert not (out / "dsat.duckdb").exists()
+
+    resumed = mine(files, out, config("ray"))
+    assert sorted(resumed.summary.resumed_files) == sorted(finished)
+    assert resumed.summary.conversations == 30_000
+    assert_same_store(mine(files, tmp_path / "local", config("local")), resumed)
+
+
+@pytest.mark.slow
+def test_200k_generated_conversations_give_the_same_tables_with_either_executor(tmp_path, ray_cluster):
+    files = shards(tmp_path, 200_000, 4)
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 200_000
+    local = mine(files, tmp_path / "local", config("local"))
+    distributed = mine(files, tmp_path / "ray", config("ray"))
+    assert local.summary.conversations == 200_000 and local.summary.dsat > 0
+    assert_same_store(local, distributed)
+
+
+def test_the_cli_takes_the_executor(tmp_path, ray_cluster):
+    out = tmp_path / "mined"
+    code = textwrap.dedent(f"""
+        from dsatkit.cli import main
+        main(["mine", {str(FIXTURES / "openai.jsonl")!r}, "-o", {str(out)!r}, "--detectors", "lexical",
+              "--executor", "ray"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = mine([FIXTURES / "openai.jsonl"], tmp_path / "local", config("local"))
+    from dsatkit.store import connect
+
+    con = connect(out)
+    try:
+        run = con.sql("select config from runs").fetchall()[-1][0]
+        assert json.loads(run)["executor"] == "ray"
+        assert con.sql("select count(*) from exchanges").fetchall()[0][0] == runs.summary.exchanges
+    finally:
+        con.close()
