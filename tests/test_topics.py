@@ -269,7 +269,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           check=False)
 
 
-def test_cli_mine_with_topics_then_topics_with_options(tmp_path: Path):
+def test_cli_mine_with_topics_then_topics_with_options(tmp_path: Path, capsys):
+    from dsatkit.cli import main
+
     logs = tmp_path / "logs.jsonl"
     write_theme_logs(logs, per_theme=20)
     out = tmp_path / "mined"
@@ -278,10 +280,12 @@ def test_cli_mine_with_topics_then_topics_with_options(tmp_path: Path):
     assert "dsatkit topics" in proc.stdout and "DSAT rate" in proc.stdout
     assert sql(out, "select count(*) from topics").item() == 3
     assert sql(out, "select count(*) from exchange_topics").item() == 60
-    proc = run_cli("topics", str(out), "--n-topics", "2", "--min-topic-size", "1", "--seed", "1")
-    assert proc.returncode == 0, proc.stderr
-    said = " ".join(proc.stdout.split())
+    capsys.readouterr()
+    main(["topics", str(out), "--n-topics", "2", "--min-topic-size", "1", "--seed", "1"])
+    said = " ".join(capsys.readouterr().out.split())
     assert "k=2 by n_topics" in said and "embedded 0 (" in said  # every request from mine's cache
     assert sql(out, "select min(seed), max(seed) from topics").row(0) == (1, 1)
-    proc = run_cli("topics", str(out), "--n-topics", "many")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: options: n_topics")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["topics", str(out), "--n-topics", "many"])
+    assert exit_info.value.code == 2
+    assert "error: options: n_topics" in capsys.readouterr().err
