@@ -156,7 +156,6 @@ class RayExecutor:
         import ray
 
         from dsatkit.registry import detector_class
-        from dsatkit.runtime import JEMALLOC_DECAY
 
         cfg = self.config
         self._seen = SeenIds()  # the good conversation ids of the files ingested so far
@@ -175,7 +174,8 @@ class RayExecutor:
 
         started_here = not ray.is_initialized()
         if started_here:
-            env = {"_RJEM_MALLOC_CONF": os.environ.get("_RJEM_MALLOC_CONF", JEMALLOC_DECAY)}
+            # a local cluster's processes inherit this one's environment (configure_process's settings):
+            # a runtime_env would make Ray start fresh workers instead of the ones it prestarts
             local = cfg.address is None
             ray.init(
                 address=cfg.address,
@@ -184,7 +184,6 @@ class RayExecutor:
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                runtime_env={"env_vars": env},
             )
         try:
             with job.timer("ray"):

@@ -1,0 +1,115 @@
+"""Throughput of `dsatkit mine` (lexical detector) with the local executor and with the Ray executor.
+
+    python bench/mine_executors.py                       # 1M conversations in 8 parquet shards
+    python bench/mine_executors.py 200000 --shards 4
+    python bench/mine_executors.py 1000000 --workers 1   # Ray workers (default: one per CPU)
+
+Generates N conversations with bench/mine_throughput.py's generator, as `--shards` OpenAI-messages parquet
+files (distinct conversation ids), then mines them once with each executor, each in a fresh child
+process (the Ray run starts its local cluster inside it: that start-up is part of its time), and prints
+the conversations/s of both, their ratio (target on one 2-core machine: Ray >= 0.6x local), the
+stages' seconds and the machine's load average before and after.
+
+Scale-out. The unit of Ray work is one input file: a worker reads it with dsatkit's reader (so a
+conversation is never split) in batches of `read.batch_rows` conversations (default 50k), mines each
+batch and writes its tables as Arrow part files. A worker's memory is therefore about one batch of its
+file (~1 GB at 50k conversations of the generator's size, measured as the local run's peak RSS), not
+the file's size; lower `batch_rows` for longer conversations. The driver only reads finished parts and
+writes the store (DuckDB, ~190 MB capped), so one store writer bounds the whole run: at ~20-30k
+conversations/s of store writing on 2 cores, a 10-node run is worth it when the detectors are the cost
+(embedding on GPUs, the judge), not for the lexical detector alone. A 10-node run needs: the input
+files and the output directory on storage every node and the driver can reach (NFS, a shared volume;
+parts are written where the driver reads them), dsatkit and its detectors' packages installed on every
+node, at least as many input files (shards) as workers (split big exports into shards of
+0.5-2M conversations: a file is never split across workers), `--ray-address auto` from a node of the
+cluster, and `ray.gpus_per_worker` for a GPU detector.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+_CHILD = """
+import json, sys, time
+from dsatkit.runtime import configure_process
+configure_process()  # as the dsatkit command does, before Polars loads
+from dsatkit.config import MineConfig
+from dsatkit.pipeline import mine
+executor, out, workers, *paths = sys.argv[1:]
+ray = {"workers": int(workers)} if int(workers) else {}
+t0 = time.perf_counter()
+r = mine(paths, out, MineConfig(detectors=["lexical"], executor=executor, ray=ray))
+wall = time.perf_counter() - t0
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print(json.dumps({"wall": wall, "rss_mb": hwm / 1024, "conversations": r.summary.conversations,
+                  "dsat": r.summary.dsat, "timings": r.summary.timings_s}))
+"""
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("mine_throughput", Path(__file__).with_name("mine_throughput.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate
+
+
+def write_shards(n: int, shards: int, work: Path) -> list[Path]:
+    """`shards` parquet files of n/shards conversations, ids made distinct per shard."""
+    generate = _generator()
+    paths = []
+    for i in range(shards):
+        raw = work / f"raw-{i}.parquet"
+        generate(n // shards, raw, seed=i)
+        path = work / f"shard-{i}.parquet"
+        pl.read_parquet(raw).with_columns(pl.format("s{}-{}", pl.lit(i), pl.col("id")).alias("id")).write_parquet(
+            path, compression="zstd", row_group_size=50_000)
+        raw.unlink()
+        paths.append(path)
+    return paths
+
+
+def run(executor: str, paths: list[Path], out: Path, workers: int) -> dict:
+    os.sync()
+    done = subprocess.run([sys.executable, "-c", _CHILD, executor, str(out), str(workers), *map(str, paths)],
+                          check=True, capture_output=True, text=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(n: int, shards: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="dsatkit-bench-") as tmp:
+        paths = write_shards(n, shards, Path(tmp))
+        load_before = os.getloadavg()
+        t0 = time.time()
+        results = {ex: run(ex, paths, Path(tmp) / f"mined-{ex}", workers) for ex in ("local", "ray")}
+        load_after = os.getloadavg()
+    for ex, r in results.items():
+        print(f"{ex:>5}: {r['conversations']:,} conversations in {r['wall']:.2f} s = {n / r['wall']:,.0f} conv/s  "
+              f"peak RSS (driver) {r['rss_mb']:.0f} MB  dsat {r['dsat']:,}")
+        print(f"       stages: {r['timings']}")
+    local, ray = results["local"], results["ray"]
+    assert local["dsat"] == ray["dsat"] and local["conversations"] == ray["conversations"] == n
+    print(f"ray / local throughput: {local['wall'] / ray['wall']:.2f}x (target >= 0.6x); {shards} shards, "
+          f"{os.cpu_count()} CPUs, {workers or 'one per CPU'} Ray workers")
+    print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
+          f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} ({time.time() - t0:.0f} s of runs)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("n", type=int, nargs="?", default=1_000_000, help="conversations (default 1M)")
+    parser.add_argument("--shards", type=int, default=8, help="input parquet files (default 8)")
+    parser.add_argument("--workers", type=int, default=0, help="Ray mining workers (default: one per CPU)")
+    args = parser.parse_args()
+    main(args.n, args.shards, args.workers)
