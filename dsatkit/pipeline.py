@@ -199,7 +199,8 @@ def mine(
     executor = executor_for(config)
     lock = OutputLock(out).acquire()  # one run at a time per directory: a second is refused at once
     started = dt.datetime.now(dt.UTC)
-    summary = MineSummary(run_id=uuid.uuid4().hex[:12], skipped_files=dict(found.skipped.most_common()))
+    summary = MineSummary(run_id=uuid.uuid4().hex[:12], skipped_files=dict(
+        sorted(found.skipped.items(), key=lambda kv: (-kv[1], kv[0]))))  # most first, as the reader counts them
     topics_result = None
     cache = Cache(out / CACHE_NAME)
     writer = RunWriter(out, config.store.text_compression)

@@ -92,6 +92,8 @@ def test_a_stage_config_section_rejects_unknown_keys_and_names(tmp_path):
         mine([logs(tmp_path)], tmp_path / "out", MineConfig(detectors=["shout"], stages={"shout": {"min_char": 3}}))
     with pytest.raises(ConfigError, match="unknown detector 'shoot'; known: .*shout"):
         MineConfig.load(None, detectors=["shoot"])
+    with pytest.raises(ConfigError, match="detector 'lexical' takes no settings there"):
+        mine([logs(tmp_path)], tmp_path / "out", MineConfig(detectors=["lexical"], stages={"lexical": {"x": 1}}))
 
 
 def test_a_stage_names_the_columns_its_input_lacks():

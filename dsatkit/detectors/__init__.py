@@ -58,6 +58,9 @@ class Detector(Stage):
         """This detector as the run's config asks for it: by default `cls()`, or `cls(section)` with its
         `Config` validated from `config.stages[name]` (an empty section when absent)."""
         if cls.Config is None:
+            if config.stages.get(cls.name):
+                raise ConfigError(f"config stages.{cls.name}: detector {cls.name!r} takes no settings there",
+                                  hint=f"remove stages.{cls.name}, or give the detector a Config")
             return cls()
         from dsatkit.config import validate
 
