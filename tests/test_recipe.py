@@ -315,7 +315,7 @@ SAMPLES = [
      "Here's the Python function:\n\ndef reverse(s):\n    return s[::-1]"),
     ("Unlike the previous version of Python, 3.12 adds better error messages.", "What changed in Python 3.12?",
      "Unlike the previous version of Python, 3.12 adds better error messages."),
-    ("Canberra.", "What is the capital of Australia?", "Canberra."),
+    ("Canberra.\n", "What is the capital of Australia?", "Canberra.\n"),  # nothing stripped: not even a newline
     ("Photosynthesis converts sunlight into chemical energy.", "Explain how photosynthesis converts sunlight.",
      "Photosynthesis converts sunlight into chemical energy."),
     ("", CAPITAL, ""),  # empty: left for the degenerate-sample check

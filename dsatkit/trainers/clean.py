@@ -127,9 +127,9 @@ def clean_samples(
 ) -> tuple[pl.DataFrame, dict[str, int], int]:
     """Strip revision preambles from `frame[text]` and drop the samples that do not answer `request`.
 
-    Returns (kept rows with `text` cleaned, drop count per reason of `REASONS`, number of kept samples
-    that had a preamble or closing stripped). Empty samples pass through untouched (the degenerate-sample
-    check counts them).
+    Returns (kept rows, drop count per reason of `REASONS`, number of kept samples that had a preamble or
+    closing stripped); a kept sample's text is changed only where something was stripped. Empty samples
+    pass through untouched (the degenerate-sample check counts them).
     """
     rx = patterns(spec.table or META_TALK_PATH)
     body = pl.col(text).fill_null("")
@@ -157,4 +157,5 @@ def clean_samples(
     counts = dict(marked.filter(pl.col("_drop").is_not_null()).group_by("_drop").len().iter_rows())
     kept = marked.filter(pl.col("_drop").is_null())
     n_stripped = int(kept["_stripped"].sum())
-    return kept.with_columns(pl.col("_cleaned").alias(text)).drop("_cleaned", "_stripped", "_drop"), counts, n_stripped
+    kept = kept.with_columns(pl.when("_stripped").then(pl.col("_cleaned")).otherwise(pl.col(text)).alias(text))
+    return kept.drop("_cleaned", "_stripped", "_drop"), counts, n_stripped

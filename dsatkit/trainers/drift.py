@@ -123,7 +123,7 @@ class DriftRun:
         self._scorer = None
         self._cache: Cache | None = None
 
-    def _log(self, msg: str) -> None:
+    def log(self, msg: str) -> None:
         if self.main:
             console.print(msg, highlight=False)
 
@@ -243,7 +243,7 @@ class DriftRun:
                                                 on="exchange_id", how="inner")
             if dsat.height - with_sat.height:
                 dropped["no_sat_response"] = dsat.height - with_sat.height
-                self._log(f"spin: skipped {dsat.height - with_sat.height} DSAT prompts with no natural SAT response")
+                self.log(f"spin: skipped {dsat.height - with_sat.height} DSAT prompts with no natural SAT response")
             if with_sat.is_empty():
                 raise TrainError("method spin needs natural SAT responses (seed pairs) and the data has none",
                                  hint="use method: drift, or mine logs where users confirm a revision")
@@ -379,10 +379,10 @@ class DriftRun:
                 finished.resumed = True
                 done.append(finished)
                 start = finished.model_path
-                self._log(f"round {round_no} ({stage}) already finished: skipping")
+                self.log(f"round {round_no} ({stage}) already finished: skipping")
             else:
                 if self.main and rdir.exists():
-                    self._log(f"round {round_no} ({stage}) was left half-written: redoing it from its start")
+                    self.log(f"round {round_no} ({stage}) was left half-written: redoing it from its start")
                     shutil.rmtree(rdir)
                 self.state.wait_for_everyone()
                 m = self.one_round(round_no, stage, start, pairs, rdir)
@@ -409,7 +409,7 @@ class DriftRun:
 
     def one_round(self, round_no: int, stage: str, start: str, pairs: pl.DataFrame, rdir: Path) -> RoundMetrics:
         r = self.recipe
-        self._log(f"[bold]round {round_no}[/bold] ({stage}) from {start}")
+        self.log(f"[bold]round {round_no}[/bold] ({stage}) from {start}")
         t0 = time.perf_counter()
         dropped: dict[str, int] = {}
         n_prompts = 0

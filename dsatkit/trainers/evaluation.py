@@ -125,15 +125,17 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float | None, floa
 
 
 def lc_win_rate(length_diff: np.ndarray, outcome: np.ndarray, first: np.ndarray) -> float | None:
-    """Length-controlled win rate (AlpacaEval-2-LC style): a logistic regression of the judge's verdict
-    (`outcome` 1 = policy won, 0 = lost, 0.5 = tie, as two half-weight rows) on tanh(length difference /
-    its mean absolute size) and the position (`first`: the policy's answer was shown first), read at zero
-    length difference and no position: sigmoid(intercept).
+    """Length-controlled win rate (after AlpacaEval 2's LC): a logistic regression of the judge's verdict
+    (`outcome` 1 = the policy won, 0 = lost, 0.5 = a tie, fitted as two half-weight rows) on the length
+    difference (policy minus other) and the position (`first`: the policy's answer was shown first),
+    read at zero length difference and no position: sigmoid(intercept).
 
-    The judgments where the policy's answer is longer and those where it is shorter weigh the same, and
-    every coefficient (the intercept too) has the default L2 penalty of scikit-learn (C = 1), a prior at
-    "no advantage": where length alone explains every verdict the fit cannot tell length from quality,
-    and this reads it as no advantage rather than extrapolating. None without two outcomes to fit.
+    The length difference enters as its sign (longer / shorter / equal), the judgments with the policy
+    longer and with it shorter weigh the same, and every coefficient, the intercept included, has
+    scikit-learn's default L2 penalty (C = 1: a prior at "no advantage"). The intercept is then the mean
+    of the log-odds of winning when longer and when shorter, and a judge that always prefers the longer
+    answer reads 0.5 exactly (with the magnitude as a covariate the data cannot place that boundary and
+    the fit lands anywhere in the gap). None without two outcomes to fit.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -141,9 +143,8 @@ def lc_win_rate(length_diff: np.ndarray, outcome: np.ndarray, first: np.ndarray)
     y = np.asarray(outcome, dtype=float)
     if d.size == 0:
         return None
-    scale = float(np.mean(np.abs(d))) or 1.0
     pos = np.where(np.asarray(first, dtype=bool), 1.0, -1.0)
-    x = np.column_stack([np.ones_like(d), np.tanh(d / scale), pos])
+    x = np.column_stack([np.ones_like(d), np.sign(d), pos])
     longer, shorter = d > 0, d < 0
     w = np.ones_like(d)
     if longer.any() and shorter.any():
@@ -319,22 +320,45 @@ class RoundEvaluator:
                 for m in sorted(finished, key=lambda m: m.round)]
         return out
 
-    def answers(self, policy: Policy, prompts: pl.DataFrame) -> pl.DataFrame:
-        """`exchange_id, answer`: the policy's answer to each held-out prompt, generated once and kept."""
-        from dsatkit.trainers.sampler import sample
-
-        path = self.dir / "answers" / f"{policy.label}.parquet"
-        if path.exists():
-            have = pl.read_parquet(path)
-            if set(prompts["exchange_id"]) <= set(have["exchange_id"]):
-                return prompts.select("exchange_id").join(have, on="exchange_id", how="left", maintain_order="left")
+    def sampler_spec(self):
+        """The recipe's sampler with the evaluation's temperature and length (precomputed -> auto)."""
         r, s = self.recipe, self.spec
-        spec = r.sampler.model_copy(update={
+        return r.sampler.model_copy(update={
             "temperature": r.sampler.temperature if s.temperature is None else s.temperature,
             "max_new_tokens": s.max_new_tokens or r.sampler.max_new_tokens,
             "backend": "auto" if r.sampler.backend == "precomputed" else r.sampler.backend,
         })
-        self.run._log(f"evaluation: answering {prompts.height} held-out prompts with {policy.label}")
+
+    def setup(self) -> dict:
+        """What a policy's evaluation depends on besides its weights: a marker written under another setup
+        (another judge, no judge, other prompts or sampling) does not count as done."""
+        spec = self.sampler_spec()
+        judge = self.recipe.judge
+        return {
+            "judge": None if judge is None else [judge.model, judge.redact, judge.context_token_budget],
+            "against": list(self.spec.against), "max_prompts": self.spec.max_prompts,
+            "temperature": spec.temperature, "top_p": spec.top_p, "max_new_tokens": spec.max_new_tokens,
+            "seed": self.recipe.seed, "implicit": self.implicit(),
+        }
+
+    def implicit(self) -> bool:
+        s = self.spec
+        return s.implicit_reward if s.implicit_reward is not None else self.recipe.judge is None
+
+    def answers(self, policy: Policy, prompts: pl.DataFrame) -> pl.DataFrame:
+        """`exchange_id, answer`: the policy's answer to each held-out prompt, generated once per sampling
+        setup and kept (`eval/answers/<policy>-<setup>.parquet`)."""
+        from dsatkit.hashing import md5_of
+        from dsatkit.trainers.sampler import sample
+
+        spec, r = self.sampler_spec(), self.recipe
+        tag = md5_of(pl.Series([json.dumps([spec.temperature, spec.top_p, spec.max_new_tokens, r.seed])]))[0][:8]
+        path = self.dir / "answers" / f"{policy.label}-{tag}.parquet"
+        if path.exists():
+            have = pl.read_parquet(path)
+            if set(prompts["exchange_id"]) <= set(have["exchange_id"]):
+                return prompts.select("exchange_id").join(have, on="exchange_id", how="left", maintain_order="left")
+        self.run.log(f"evaluation: answering {prompts.height} held-out prompts with {policy.label}")
         tok = r.tokenizer if (r.tokenizer and policy.model_path == self.run.base) else None
         got = sample(policy.model_path, prompts["prompt"].to_list(), spec, n=1, seed=r.seed, tokenizer_path=tok,
                      chat_template=r.chat_template).sort("row")
@@ -382,6 +406,11 @@ class RoundEvaluator:
         return float(np.mean(margin > 0)), float(np.mean(margin))
 
     # the loop --------------------------------------------------------------------------------------
+    def done(self, policy: Policy) -> bool:
+        """Whether `policy` was evaluated completely, under the current setup."""
+        marker = self.dir / f"{policy.label}.json"
+        return marker.exists() and json.loads(marker.read_text()).get("setup") == self.setup()
+
     def evaluate(self, finished: list[RoundMetrics]) -> list[EvalRow]:
         """Evaluate every policy of the run not evaluated yet; returns the rows written now."""
         judge = self.recipe.judge
@@ -390,17 +419,21 @@ class RoundEvaluator:
             from dsatkit.trainers.questions import PairwiseQuestion
 
             question = PairwiseQuestion(judge, self.run.cache())
-        prompts = self.prompts()
         policies = self.policies(finished)
+        todo = [i for i, policy in enumerate(policies) if not self.done(policy)]
         written: list[EvalRow] = []
-        for i, policy in enumerate(policies):
-            if (self.dir / f"{policy.label}.json").exists():
-                continue
+        prompts = self.prompts() if todo else None
+        for i in todo:
+            policy = policies[i]
+            marker = self.dir / f"{policy.label}.json"
+            marker.unlink(missing_ok=True)  # another setup's: the rows about to be written replace its rows
             rows = self.evaluate_policy(policy, policies[i - 1] if i else None, prompts, question)
             record_eval(self.run.out, policy.label, rows)
             written += rows
-            if all(row.complete for row in rows):
-                (self.dir / f"{policy.label}.json").write_text(json.dumps([row.model_dump() for row in rows]))
+            if all(row.complete for row in rows):  # last: this policy is done
+                marker.with_suffix(".tmp").write_text(json.dumps({"setup": self.setup(),
+                                                                  "rows": [row.model_dump() for row in rows]}))
+                marker.with_suffix(".tmp").replace(marker)
         if written and self.spec.keep == "best":
             mark_best(self.run.out)
         return written
@@ -415,8 +448,7 @@ class RoundEvaluator:
         answers = self.answers(policy, prompts)["answer"]
         d2 = distinct_2(answers)
         emb = embedding_distance(answers.to_list(), r.metrics.embedding_model) if r.metrics.embedding_model else None
-        implicit = s.implicit_reward if s.implicit_reward is not None else question is None
-        acc, margin = self.implicit_reward(policy, prompts) if implicit else (None, None)
+        acc, margin = self.implicit_reward(policy, prompts) if self.implicit() else (None, None)
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         common = {"policy": policy.label, "round": policy.round, "stage": policy.stage, "model_path": policy.model_path,
                   "prompts": prompts.height, "mean_length": float(answers.str.len_chars().mean()),
@@ -446,7 +478,7 @@ class RoundEvaluator:
                 **win_stats(judgments), **common,
             ))
             if question.stats.budget_exhausted:
-                self.run._log(f"evaluation: the judge's budget ran out during {policy.label} vs {against}; "
+                self.run.log(f"evaluation: the judge's budget ran out during {policy.label} vs {against}; "
                               "re-run `dsatkit eval-rounds` with a larger budget to finish (answers are cached)")
         return rows
 
