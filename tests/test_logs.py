@@ -214,21 +214,27 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     half = tmp_path / "half.parquet"  # cut in the middle: header but no footer
     data = (LOGS / "openai.parquet").read_bytes()
     half.write_bytes(data[: len(data) // 2])
+    bad_names = tmp_path / "names.parquet"  # a bit flipped in the footer's column names: not UTF-8
+    data = (LOGS / "openai.parquet").read_bytes()
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    at = data.index(b"messages", footer)  # the schema's element name: the footer's first copy of it
+    bad_names.write_bytes(data[:at] + b"\x9a" + data[at + 1 :])
     mislabelled = tmp_path / "text.parquet"
     mislabelled.write_text('{"messages": []}\n')
     for path, match in ((corrupt, "corrupt.parquet: unreadable"), (unknown, "unrecognised log format"),
                         (bad_array, r"bad.json: unreadable \(unbalanced '}' at byte 17: it closes the top-level"),
-                        (half, "half.parquet: unreadable"), (mislabelled, "not a parquet file")):
+                        (half, "half.parquet: unreadable"), (bad_names, "names.parquet: unreadable"),
+                        (mislabelled, "not a parquet file")):
         with pytest.raises(InputError, match=match) as err:
             read([path])
         assert str(path) in str(err.value)
     with pytest.raises(InputError, match="tried openai, sharegpt, wildchat, lmsys, turns"):
         read([unknown])
 
-    turns, quarantine, _ = read([corrupt, LOGS / "openai.jsonl", unknown, bad_array], skip_bad_files=True)
+    turns, quarantine, _ = read([corrupt, LOGS / "openai.jsonl", unknown, bad_array, bad_names], skip_bad_files=True)
     assert turns["conversation_id"].n_unique() == 3
-    assert quarantine["row_number"].to_list() == [-1, -1, -1]
-    assert quarantine["source_file"].to_list() == [str(corrupt), str(unknown), str(bad_array)]
+    assert quarantine["row_number"].to_list() == [-1, -1, -1, -1]
+    assert quarantine["source_file"].to_list() == [str(corrupt), str(unknown), str(bad_array), str(bad_names)]
     assert all(r.startswith("unreadable file: ") for r in quarantine["reason"])
 
 

@@ -43,7 +43,10 @@ __all__ = ["FORMATS", "LogBatch", "LogReader", "read_logs"]
 # what a broken file raises from the libraries that read it (our own bugs are not swallowed)
 _READ_ERRORS = (
     OSError, EOFError, zlib.error, pa.ArrowException, duckdb.InvalidInputException, duckdb.IOException,
-    duckdb.ConversionException, pl.exceptions.ComputeError,
+    duckdb.ConversionException, pl.exceptions.PolarsError,
+    # a damaged parquet footer can hold names that are not UTF-8 (pyarrow decodes them unchecked), and
+    # Polars can panic on a damaged page: both mean the file cannot be read, not that dsatkit failed
+    UnicodeDecodeError, pl.exceptions.PanicException,
 )
 
 
