@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from dsatkit.config import JudgeConfig, MineConfig
-from dsatkit.errors import ConfigError, EndpointError
+from dsatkit.errors import ConfigError, EndpointError, StoreError
 from dsatkit.lock import DirectoryInUse, OutputLock
 from dsatkit.pipeline import mine
 from dsatkit.topics import TOPICS_DB, TopicsConfig, build_topics
@@ -289,3 +289,20 @@ def test_cli_mine_with_topics_then_topics_with_options(tmp_path: Path, capsys):
         main(["topics", str(out), "--n-topics", "many"])
     assert exit_info.value.code == 2
     assert "error: options: n_topics" in capsys.readouterr().err
+
+
+def test_a_store_without_requests_gets_empty_tables(tmp_path: Path):
+    logs = tmp_path / "logs.jsonl"  # a conversation part that opens with the assistant: no request
+    logs.write_text(json.dumps({"id": "a", "messages": [{"role": "assistant", "content": "hello"},
+                                                        {"role": "user", "content": "thanks"}]}) + "\n")
+    mine([logs], tmp_path / "mined", MineConfig(detectors=["lexical"]))
+    result = build_topics(tmp_path / "mined")
+    assert (result.summary.exchanges, result.summary.with_request, result.topics.height) == (1, 0, 0)
+    assert sql(tmp_path / "mined", "select count(*) from exchange_topics").item() == 0
+
+
+def test_not_a_store_is_a_one_line_error(tmp_path: Path):
+    with pytest.raises(StoreError, match="is not a directory"):
+        build_topics(tmp_path / "nowhere")
+    with pytest.raises(StoreError, match="holds no .duckdb file"):
+        build_topics(tmp_path)
