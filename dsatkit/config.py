@@ -109,7 +109,7 @@ class RayConfig(StrictModel):
     num_cpus: int | None = Field(None, gt=0, description="CPUs of the local cluster started for the run (None: all)")
     workers: int | None = Field(
         None, gt=0, description="mining workers (each reads and mines one input file at a time; None: one per "
-        "CPU of the cluster, less one for the driver's store writer when the cluster is this machine)")
+        "CPU of the cluster, and no more than the files to mine)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each mining worker")
     gpus_per_worker: float = Field(
         0.0, ge=0, description="GPUs Ray reserves for each mining worker (the embedding detector on CUDA)")
