@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 
 import typer
 
@@ -24,6 +26,8 @@ for module in (mine, query, detectors, train, report, topics):
 
 INTERRUPTED = 130
 """The exit code of a command stopped by Ctrl-C (SIGINT), as shells give it (128 + 2)."""
+TERMINATED = 143
+"""The exit code of a command stopped by SIGTERM (`kill`, a scheduler's timeout), as shells give it (128 + 15)."""
 DUCKDB_INTERRUPTED = "Query interrupted"
 """What DuckDB raises (a RuntimeError, not KeyboardInterrupt) for a Ctrl-C while it runs a query in the
 main thread (a `dsatkit sql` query, the hashing of a batch of `mine`)."""
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     tracebacks of user errors. The console command (`dsatkit.__main__.run`) applies the process-wide
     settings before this module's imports; calling them here again covers a direct call."""
     configure_process()
+    _stop_on_sigterm()
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("DSATKIT_DEBUG"))
     args = [a for a in args if a != "--debug"]
@@ -68,7 +73,26 @@ def main(argv: list[str] | None = None) -> None:
             raise
         code = INTERRUPTED
     if code == INTERRUPTED:
+        if _terminated.is_set():
+            console.print("terminated", highlight=False)
+            raise SystemExit(TERMINATED)
         console.print("interrupted", highlight=False)
         raise SystemExit(INTERRUPTED)
     if isinstance(code, int) and code:
         raise SystemExit(code)
+
+
+_terminated = threading.Event()
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM stop a command as Ctrl-C does (the run's clean-up runs: the old store stays, the
+    temp snapshot and the lock go), then exit with TERMINATED. Python's default is to die on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers can only be set from the main thread (a CLI called from a worker)
+
+    def stop(signum: int, frame: object) -> None:
+        _terminated.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
