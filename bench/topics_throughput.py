@@ -7,7 +7,7 @@
 Builds (once, cached under bench/out/topics/, gitignored) generated OpenAI-messages logs: one exchange
 per conversation (request, answer, the user's next turn), requests drawn from `--distinct` different
 texts (30 themes in 6 languages: templates x fillers x openers x suffixes, 10% with a pasted paragraph
-of 40-250 words; popular requests repeat, Zipf-like, as in real logs), and feedback whose DSAT share
+of 40-250 words; popular requests repeat, Zipf-like, as in real logs, the most popular ~0.7%), and feedback whose DSAT share
 differs per theme. The store is mined with the lexical detector; the first `topics` run fills the
 embedding cache (untimed, its time reported); then `topics` is timed over the warm cache, in a fresh
 process (imports included), and compared with a bare scan of the requests (DuckDB reading the request
@@ -178,9 +178,11 @@ def generate(path: Path, exchanges: int, distinct: int, seed: int) -> pl.DataFra
     """Write the logs (one exchange per conversation) and return the distinct requests with their theme."""
     rng = np.random.default_rng(seed)
     requests = distinct_requests(distinct, rng)
-    # every distinct request at least once, the rest Zipf-like: popular requests repeat
+    # every distinct request at least once, the rest Zipf-like (weight 1 / (rank + 20)): popular
+    # requests repeat, the most popular one ~0.7% of the exchanges
     extra = exchanges - distinct
-    popular = np.minimum(rng.zipf(1.3, extra) - 1, distinct - 1)
+    weight = 1.0 / (np.arange(distinct) + 20.0)
+    popular = rng.choice(distinct, size=extra, p=weight / weight.sum())
     pick = np.concatenate([np.arange(distinct), popular])
     rng.shuffle(pick)
     chosen = requests[pick]

@@ -198,6 +198,9 @@ def test_terms_name_each_theme_readably(store: Path):
 def test_analyzer_splits_cjk_into_bigrams_and_words_elsewhere():
     assert analyze("Fix my Python code") == ["fix", "python", "code"]
     assert analyze("东京天气") == ["东京", "京天", "天气"]
+    assert analyze("用Python写一个爬虫的程序") == ["python", "写一", "爬虫", "程序"]  # cut at 个 and 的
+    # Japanese: kanji bigrams and katakana words; hiragana particles and endings dropped
+    assert analyze("取引先への謝罪のメールを書いてください") == ["取引", "引先", "謝罪", "メール"]
     assert analyze("서울 여행 추천") == ["서울", "여행", "추천"]
 
 

@@ -6,9 +6,10 @@ c-TF-IDF): a term scores by its frequency in the topic times log(1 + A / its fre
 A the average number of terms per topic, so words every topic uses sink and the topic's own rise.
 
 Tokenisation is language-aware: words of two letters or more for scripts that separate words with
-spaces (Latin, Cyrillic, Greek, Arabic, Hangul, ...), and character bigrams for runs of Chinese
-characters and Japanese kana, which have no spaces to split on. Counting is scikit-learn's
-CountVectorizer with this analyser.
+spaces (Latin, Cyrillic, Greek, Arabic, Hangul, ...). Chinese and Japanese have no spaces: runs of Han
+characters are cut at common function characters (的, 了, 是, 个, ...) and the pieces become character
+bigrams (爬虫, 程序); katakana runs (loanwords) are kept whole; hiragana runs (Japanese particles and
+endings) are dropped. Counting is scikit-learn's CountVectorizer with this analyser.
 """
 
 from __future__ import annotations
@@ -19,27 +20,29 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, CountVectorizer
 
-_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
-_TOKEN = re.compile(rf"[{_CJK}]+|[^\W\d_{_CJK}]{{2,}}")
-_IS_CJK = re.compile(rf"[{_CJK}]")
-CJK_STOP_BIGRAMS = frozenset({
-    # Chinese function words and request framing
-    "什么", "怎么", "为什", "一个", "一下", "可以", "我们", "你们", "他们", "这个", "那个", "如何", "请问", "帮我",
-    "是否", "以及", "还是", "或者", "因为", "所以", "如果", "但是", "需要", "告诉", "我的", "你的", "的是", "是什",
-    "了吗", "这是", "那是", "有什", "我想", "给我",
-    # Japanese endings and particles glued to words
-    "です", "ます", "して", "した", "くだ", "ださ", "さい", "つい", "いて", "ある", "いる", "ない",
-})
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_KATAKANA = "\u30a0-\u30ff"
+_HIRAGANA = "\u3040-\u309f"
+_TOKEN = re.compile(
+    rf"(?P<han>[{_HAN}]+)|(?P<hira>[{_HIRAGANA}]+)|[{_KATAKANA}]{{2,}}|[^\W\d_{_HAN}{_KATAKANA}{_HIRAGANA}]{{2,}}"
+)
+HAN_FUNCTION_CHARS = "的了是在吗么呢吧和与及或也都就还又把被给让对从到个这那我你他她它们有要会能可怎什为请帮"\
+    "嗎麼與還對從給讓個這們會為請幫"  # the same in traditional characters
+"""Chinese function characters at which a Han run is cut before it is split into bigrams (so that
+爬虫的程序 gives 爬虫 and 程序, not 虫的 and 的程)."""
+_HAN_CUT = re.compile(f"[{HAN_FUNCTION_CHARS}]+")
 STOP_WORDS = ENGLISH_STOP_WORDS | {"please", "pls", "thanks", "thank", "hi", "hello", "hey"}
 
 
 def analyze(text: str) -> list[str]:
-    """The terms of one text: lower-cased words (stop words dropped) and CJK character bigrams."""
+    """The terms of one text: lower-cased words (stop words dropped), Han character bigrams, katakana words."""
     out: list[str] = []
-    for run in _TOKEN.findall(text.lower()):
-        if _IS_CJK.match(run):
-            out.extend(b for b in (run[i : i + 2] for i in range(len(run) - 1)) if b not in CJK_STOP_BIGRAMS)
-        elif run not in STOP_WORDS:
+    for match in _TOKEN.finditer(text.lower()):
+        run = match.group()
+        if match.group("han"):
+            for piece in _HAN_CUT.split(run):
+                out.extend(piece[i : i + 2] for i in range(len(piece) - 1))
+        elif not match.group("hira") and run not in STOP_WORDS:  # hiragana: particles and endings
             out.append(run)
     return out
 
