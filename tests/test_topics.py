@@ -309,3 +309,37 @@ def test_not_a_store_is_a_one_line_error(tmp_path: Path):
         build_topics(tmp_path / "nowhere")
     with pytest.raises(StoreError, match="holds no .duckdb file"):
         build_topics(tmp_path)
+
+
+def test_many_topics_get_a_second_level_named_by_the_llm(store: Path):
+    with OpenAIServer(name_handler) as srv:
+        llm = JudgeConfig(model="namer-groups", base_url=srv.url, api_key_env="DSATKIT_TEST_NO_SUCH_KEY")
+        result = build_topics(store, TopicsConfig(n_topics=12, min_topic_size=1, group_min_topics=10, naming="llm",
+                                                  llm=llm))
+        assert result.topics.height == 12 and result.groups.height == 3  # round(sqrt(12)) groups
+        assert len(srv.requests) == 12 + 3
+        # a group is named from its topics' names (shown as its example requests)
+        group_docs = [r.messages[1]["content"] for r in srv.requests[12:]]
+        assert all("help" in doc for doc in group_docs)
+    groups = sql(store, "select group_id, name, size, topics, dsat from topic_groups order by group_id")
+    topics = sql(store, "select group_id, group_name, size, dsat from topics")
+    assert groups["size"].sum() == 3 * PER_THEME and groups["topics"].sum() == 12
+    per_group = topics.group_by("group_id").agg(pl.col("size").sum(), pl.col("dsat").sum(), pl.len().alias("topics"),
+                                               pl.col("group_name").first()).sort("group_id")
+    assert per_group["size"].to_list() == groups["size"].to_list()
+    assert per_group["dsat"].to_list() == groups["dsat"].to_list()
+    assert per_group["group_name"].to_list() == groups["name"].to_list()
+    assert groups["size"].to_list() == sorted(groups["size"].to_list(), reverse=True)
+    build_topics(store, TopicsConfig())
+
+
+def test_llm_naming_redacts_what_leaves_the_machine():
+    from dsatkit.topics.llm import TopicNamer
+
+    with OpenAIServer(lambda req: json.dumps({"name": "Mail", "description": "Mail."})) as srv:
+        namer = TopicNamer(JudgeConfig(model="namer-r", base_url=srv.url, api_key_env="DSATKIT_TEST_NO_SUCH_KEY",
+                                       redact=True))
+        names = namer.name_topics([["mail"]], [["write to jane.doe@example.com about the invoice"]])
+        assert names[0].name == "Mail"
+        sent = srv.requests[0].messages[1]["content"]
+        assert "jane.doe@example.com" not in sent and "[EMAIL]" in sent
