@@ -90,7 +90,7 @@ def test_tiny_recipe_loads_with_overrides() -> None:
         (MINIMAL + "dpo: {loss_weights: [1, x]}\n", r"dpo\.loss_weights\.1: .*valid number"),
         (MINIMAL + "dpo: {rpo_alpha: fast}\n", r"dpo\.rpo_alpha: .*valid number"),
         ("model: builtin:huge\ndata: {path: m}\noutput_dir: o\n",
-         r"model: unknown builtin model 'builtin:huge'; the builtins are: builtin:tiny$"),
+         r"model: unknown builtin model 'builtin:huge'; the builtins are: builtin:tiny, builtin:smollm2-135m$"),
         (MINIMAL + "method: idpo\n", r"idpo .* needs a scorer"),
         (MINIMAL + "method: idpo\nscorer: {reward_model: a, judge: {model: m}}\n", r"exactly one of judge"),
         (MINIMAL + "method: ppo\n", r"method: Input should be 'drift', 'spin' or 'idpo'"),

@@ -2,6 +2,7 @@
 
 Layout of `output_dir`:
     base-model/            the built-in tiny model, when the recipe asks for `builtin:tiny`
+                           (`builtin:smollm2-135m` lives in a cache shared by runs: trainers/builtin.py)
     round-N/pairs.parquet  the round's training pairs (prompt, chosen, rejected + provenance)
     round-N/model/         the policy after round N = the start (and reference) of round N+1
     round-N/metrics.json   written last: its presence marks the round finished
@@ -34,11 +35,11 @@ from dsatkit.detectors.embedding import load_model
 from dsatkit.errors import TrainError, first_line
 from dsatkit.progress import console
 from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
+from dsatkit.trainers.builtin import BUILTIN_MODELS, materialize
 from dsatkit.trainers.clean import clean_samples, request_of
 from dsatkit.trainers.data import load_pairs, split_test
 from dsatkit.trainers.recipe import Recipe
 from dsatkit.trainers.sampler import drop_degenerate, sample, sampling_messages
-from dsatkit.trainers.tiny import TINY, build_tiny
 
 TABLE = "train_rounds"
 DB_NAME = "train.duckdb"
@@ -129,12 +130,14 @@ class DriftRun:
 
     # data ------------------------------------------------------------------------------------------
     def base_model(self) -> str:
-        if self.recipe.model == TINY:
+        """The starting policy's path or hub name; a `builtin:` model is built (main process) on first use."""
+        r = self.recipe
+        if r.model in BUILTIN_MODELS:
             if self.main:
-                build_tiny(self.out / "base-model", seed=self.recipe.seed)
+                materialize(r.model, self.out, r.seed)
             self.state.wait_for_everyone()
-            return str(self.out / "base-model")
-        return self.recipe.model
+            return str(materialize(r.model, self.out, r.seed))  # built: only finds the directory now
+        return r.model
 
     def load_data(self) -> pl.DataFrame:
         r = self.recipe

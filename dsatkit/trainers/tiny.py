@@ -11,9 +11,6 @@ from pathlib import Path
 TINY = "builtin:tiny"
 """The recipe's `model:` value that selects this model."""
 
-BUILTIN_MODELS: tuple[str, ...] = (TINY,)
-"""Every `builtin:` name a recipe's `model:` may give (the recipe rejects any other)."""
-
 CHATML = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
