@@ -19,9 +19,10 @@ import polars as pl
 import pytest
 
 from dsatkit.config import JudgeConfig
+from dsatkit.rates import wilson_interval
 from dsatkit.schema import MESSAGE_DTYPE
 from dsatkit.trainers import drift
-from dsatkit.trainers.evaluation import judge_comparison, lc_win_rate, read_eval, wilson, win_stats
+from dsatkit.trainers.evaluation import judge_comparison, lc_win_rate, read_eval, win_stats
 from dsatkit.trainers.questions import PairwiseQuestion
 from tests.openai_server import OpenAIServer, Reply
 from tests.test_train import judged_data, mined, recipe  # noqa: F401 (mined is a fixture)
@@ -69,7 +70,7 @@ def test_win_rates_from_known_verdicts_in_both_orders() -> None:
     s = win_stats(judgments)
     assert (s["wins"], s["losses"], s["ties"], s["judged"]) == (8, 4, 4, 8)
     assert s["win_rate"] == pytest.approx((4 + 0.5 * 2) / 8)
-    assert (s["win_low"], s["win_high"]) == pytest.approx(wilson(5, 8))
+    assert (s["win_low"], s["win_high"]) == pytest.approx(wilson_interval(5, 8))
     assert s["win_low"] < s["win_rate"] < s["win_high"]
     assert s["order_agreement"] == 1.0 and s["first_position_rate"] == 0.5 and s["position_bias"] is False
 

@@ -162,8 +162,11 @@ def stats_command(
         store_dir,
         "select grouping(t.language, t.model, t.source_file) g, "
         + ", ".join(f"coalesce(t.{c}, '(unknown)') {c}" for c in columns)
-        + ", count(*) exchanges, count(*) filter (where v.label) dsat, "
-        "round(100.0 * count(*) filter (where v.label) / count(*), 1) dsat_pct "
+        + ", count(*) exchanges, count(*) filter (where e.feedback_turn is not null) with_feedback, "
+        "count(*) filter (where v.label) dsat, "
+        # a DSAT rate is over the exchanges with a next user turn, as everywhere (dsatkit.rates)
+        "round(100.0 * count(*) filter (where v.label) "
+        "/ nullif(count(*) filter (where e.feedback_turn is not null), 0), 1) dsat_pct "
         "from exchange_index e join verdicts v using (exchange_id) "
         "join turns t on t.conversation_id = e.conversation_id and t.turn_index = e.response_turn "
         "group by grouping sets ((t.language), (t.model), (t.source_file)) order by exchanges desc",
@@ -171,7 +174,7 @@ def stats_command(
     for i, column in enumerate(columns):
         # grouping() sets a bit for each column left out of the set, the first column highest
         mask = ((1 << len(columns)) - 1) ^ (1 << (len(columns) - 1 - i))
-        part = groups.filter(pl.col("g") == mask).select(column, "exchanges", "dsat", "dsat_pct").head(25)
+        part = groups.filter(pl.col("g") == mask).select(column, "exchanges", "with_feedback", "dsat", "dsat_pct").head(25)
         _print_table(part, f"by {column}")
     _print_table(
         run_query(store_dir, "select reason, count(*) n from quarantine group by all order by n desc"),

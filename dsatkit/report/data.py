@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from dsatkit.errors import DsatkitError, StoreError, first_line
+from dsatkit.rates import with_rate
 from dsatkit.redact import redact_expr
 from dsatkit.report.config import ReportConfig
 
@@ -75,18 +76,8 @@ def shown_text(expr: pl.Expr, limit: int, redact: bool) -> pl.Expr:
 
 
 def with_interval(frame: pl.DataFrame, k: str = "dsat", n: str = "exchanges") -> pl.DataFrame:
-    """`frame` with rate = k/n and its 95% Wilson interval (rate_low, rate_high), per row.
-
-    Rows are aggregates (a few dozen groups or time buckets), so scipy's exact routine is called per row."""
-    from scipy.stats import binomtest
-
-    ks, ns = frame[k].to_list(), frame[n].to_list()
-    cis = [binomtest(int(a), int(b)).proportion_ci(method="wilson") if b else None for a, b in zip(ks, ns)]
-    return frame.with_columns(
-        rate=pl.when(pl.col(n) > 0).then(pl.col(k) / pl.col(n)),
-        rate_low=pl.Series([c.low if c else None for c in cis], dtype=pl.Float64),
-        rate_high=pl.Series([c.high if c else None for c in cis], dtype=pl.Float64),
-    )
+    """`frame` with rate = k/n and its 95% Wilson interval (rate_low, rate_high), per row."""
+    return with_rate(frame, k, n)
 
 
 # ---- the run -----------------------------------------------------------------------------------------

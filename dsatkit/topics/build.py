@@ -38,7 +38,6 @@ import duckdb
 import numpy as np
 import polars as pl
 import scipy.sparse as sp
-from scipy.stats import binomtest
 
 import dsatkit
 from dsatkit.cache import Cache
@@ -48,6 +47,7 @@ from dsatkit.errors import StoreError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.lock import OutputLock
 from dsatkit.progress import progress
+from dsatkit.rates import with_rate
 from dsatkit.store import CACHE_NAME, connect
 from dsatkit.topics import cluster as clustering
 from dsatkit.topics.config import TopicsConfig
@@ -264,13 +264,6 @@ def _name(named: TopicName | None, terms: list[str], config: TopicsConfig) -> st
     return ", ".join(terms[: config.name_terms]) or "(no terms)"
 
 
-def _wilson(successes: pl.Series, trials: pl.Series) -> tuple[list[float], list[float]]:
-    """95% Wilson score intervals of successes/trials, one per row (scipy; one call per topic)."""
-    cis = [binomtest(int(s), int(n)).proportion_ci(0.95, method="wilson") if n else None
-           for s, n in zip(successes, trials, strict=True)]
-    return [c.low if c else None for c in cis], [c.high if c else None for c in cis]
-
-
 def _top(assigned: pl.DataFrame, key: str, column: str, where: pl.Expr | None = None) -> pl.DataFrame:
     """(key, top list) of the TOP_N most frequent non-null values of `column` per `key`."""
     rows = assigned.filter(pl.col(column).is_not_null() & (True if where is None else where))
@@ -292,12 +285,9 @@ def _counts(assigned: pl.DataFrame, key: str, ids: pl.DataFrame) -> pl.DataFrame
         sat=pl.col("sat").sum().cast(pl.Int32),
     )
     out = ids.join(counts, on=key, how="left").with_columns(pl.col("size", "with_feedback", "dsat", "sat").fill_null(0))
-    low, high = _wilson(out["dsat"], out["size"])
-    out = out.with_columns(
-        dsat_rate=pl.when(pl.col("size") > 0).then(pl.col("dsat") / pl.col("size")),
-        dsat_rate_low=pl.Series(low, dtype=pl.Float64),
-        dsat_rate_high=pl.Series(high, dtype=pl.Float64),
-        sat_rate=pl.when(pl.col("size") > 0).then(pl.col("sat") / pl.col("size")),
+    # rates over the exchanges with a next user turn, as everywhere (dsatkit.rates)
+    out = with_rate(out, "dsat", "with_feedback", "dsat_rate").with_columns(
+        sat_rate=pl.when(pl.col("with_feedback") > 0).then(pl.col("sat") / pl.col("with_feedback")),
     )
     for column, name, where in (("category", "top_categories", pl.col("dsat")), ("language", "top_languages", None),
                                 ("model", "top_models", None)):

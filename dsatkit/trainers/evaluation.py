@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from dsatkit.config import StrictModel
 from dsatkit.errors import TrainError
+from dsatkit.rates import wilson_interval
 from dsatkit.schema import frame_schema
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
 EVAL_TABLE = "eval_rounds"
 START = "start"
 """The label of the starting policy (the recipe's `model`, before any round)."""
-Z95 = 1.959963984540054
 
 
 class EvaluationSpec(StrictModel):
@@ -109,21 +109,6 @@ class EvalRow(BaseModel):
 
 
 # ---- statistics ------------------------------------------------------------------------------------
-def wilson(successes: float, n: int, z: float = Z95) -> tuple[float | None, float | None]:
-    """The Wilson score interval of `successes` out of `n` (fractional successes allowed: a tie is half).
-
-    Per-prompt scores in [0, 1] vary no more than Bernoulli trials of the same mean, so the interval is
-    conservative for them.
-    """
-    if n <= 0:
-        return None, None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def lc_win_rate(length_diff: np.ndarray, outcome: np.ndarray, first: np.ndarray) -> float | None:
     """Length-controlled win rate (after AlpacaEval 2's LC): a logistic regression of the judge's verdict
     (`outcome` 1 = the policy won, 0 = lost, 0.5 = a tie, fitted as two half-weight rows) on the length
@@ -177,7 +162,7 @@ def win_stats(judgments: pl.DataFrame) -> dict:
                                                agree=pl.col("score").n_unique() == 1).filter(pl.col("n") == 2)
     n = per_prompt.height
     total = float(per_prompt["score"].sum()) if n else 0.0
-    low, high = wilson(total, n)
+    low, high = wilson_interval(total, n)
     decisive = j.filter(pl.col("winner") != "tie")
     firsts = int((decisive["winner"] == "A").sum())
     return {
