@@ -202,10 +202,12 @@ def mine(
     summary = MineSummary(run_id=uuid.uuid4().hex[:12], skipped_files=dict(
         sorted(found.skipped.items(), key=lambda kv: (-kv[1], kv[0]))))  # most first, as the reader counts them
     topics_result = None
-    cache = Cache(out / CACHE_NAME)
-    writer = RunWriter(out, config.store.text_compression)
-    job = MineJob(found, out, config, writer, cache, MineCounts())
+    cache = writer = None
     try:
+        executor.start(found, config)  # the local one reads the first batch while the store is set up
+        cache = Cache(out / CACHE_NAME)
+        writer = RunWriter(out, config.store.text_compression)
+        job = MineJob(found, out, config, writer, cache, MineCounts())
         executor.run(job)
         _summarise(summary, job)
         with job.timer("commit"):
@@ -232,9 +234,12 @@ def mine(
 
             topics_result = build_topics(out, topics, cache=cache, take_lock=False)
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()
         raise
     finally:
-        cache.close()
+        executor.close()
+        if cache is not None:
+            cache.close()
         lock.release()
     return MineResult(out, summary, keepalive, topics_result)

@@ -77,18 +77,37 @@ class MineJob:
 class Executor(Protocol):
     """Runs a MineJob: reads `job.found.files`, mines every batch with the mine stages, appends the store
     tables to `job.writer` (turns, quarantine, exchange_index, detections, verdicts, dsat_records, pairs)
-    and fills the job's counts, stats and timings. The caller commits the store."""
+    and fills the job's counts, stats and timings. The caller commits the store.
+
+    `start(found, config)` is called before the store is opened (work that may begin early), `close()`
+    at the end of the run, whatever happened."""
+
+    def start(self, found: Found, config: MineConfig) -> None: ...
 
     def run(self, job: MineJob) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class LocalExecutor:
     """This process: a reader thread, the mine stages in the calling thread, the writer's threads."""
 
-    def run(self, job: MineJob) -> None:
+    def __init__(self) -> None:
+        self._batches = None
+
+    def start(self, found: Found, config: MineConfig) -> None:
+        """Start the reader thread: the first batch is read while the store and the detectors are set up."""
         from dsatkit.logs import LogReader
-        from dsatkit.progress import progress
         from dsatkit.readahead import ReadAhead
+
+        self._batches = ReadAhead(LogReader(found, config.read))
+
+    def close(self) -> None:
+        if self._batches is not None:
+            self._batches.close()
+
+    def run(self, job: MineJob) -> None:
+        from dsatkit.progress import progress
         from dsatkit.stages.flow import MineStages, mine_batch
 
         timer, writer = job.timer, job.writer
@@ -97,10 +116,11 @@ class LocalExecutor:
             with timer("store"):  # each table goes to the writer as soon as it is ready: its lanes
                 writer.append_many(tables)  # then keep busy through the batch
 
-        # the first batch is read while the detectors are set up
-        batches = ReadAhead(LogReader(job.found, job.config.read))
+        if self._batches is None:
+            self.start(job.found, job.config)
+        batches = self._batches
         try:
-            stages = MineStages.from_config(job.config, job.cache)
+            stages = MineStages.from_config(job.config, job.cache)  # while the first batch is read
             with progress() as bar:
                 task = bar.add_task("mining", total=None, unit="conversations")
                 while True:
@@ -117,7 +137,7 @@ class LocalExecutor:
                     bar.update(task, advance=batch.conversations)
                     del batch, mined  # none of a batch's frames outlive it: only the writer holds them
         finally:
-            batches.close()
+            self.close()
         job.add_stats(stages.take_stats(), {s.name: s.label for s in stages.all()})
 
 

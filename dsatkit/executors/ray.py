@@ -43,6 +43,7 @@ from dsatkit.logs.normalise import SeenIds
 if TYPE_CHECKING:
     from dsatkit.config import MineConfig, RayConfig
     from dsatkit.executors import MineJob
+    from dsatkit.logs.files import Found
 
 PARTS_DIR = ".ray-parts"
 """Under the output directory: one directory of part files per finished input file."""
@@ -151,6 +152,12 @@ class RayExecutor:
         """The input files the workers mined in this run (not taken from a previous run's parts)."""
         self.remined: list[str] = []
         """The input files mined again in this process because they repeat an earlier file's ids."""
+
+    def start(self, found: Found, config: MineConfig) -> None:
+        """Nothing to start early: the cluster starts in `run`."""
+
+    def close(self) -> None:
+        """Nothing to close: `run` shuts down a cluster it started."""
 
     def run(self, job: MineJob) -> None:
         import ray
