@@ -137,6 +137,19 @@ def test_cli_prints_one_line_and_exit_code_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "expected KEY=VALUE" in proc.stderr
 
 
+def test_set_keeps_a_value_with_a_colon_as_text(tmp_path: Path, capsys) -> None:
+    """`--set` reads values as YAML, but `lambda m: m.content` in an SQL filter is text, not a mapping."""
+    import yaml
+
+    from dsatkit.cli import main
+
+    where = "length(list_transform(prompt, lambda m: m.content)) <= 3"
+    main(["train", str(write(tmp_path, MINIMAL)), "--check", "--set", f"data.where={where}",
+          "--set", "lora={r: 8}", "--set", "rounds=3"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["where"] == where and printed["lora"]["r"] == 8 and printed["rounds"] == 3
+
+
 # ---- data ------------------------------------------------------------------------------------------
 def pairs_frame(n: int = 6) -> pl.DataFrame:
     rows = [

@@ -24,7 +24,9 @@ def _overrides(sets: list[str]) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE", hint="e.g. --set sampler.temperature=1.0")
-        out[key.strip()] = yaml.safe_load(value)  # so numbers, booleans and lists keep their type
+        parsed = yaml.safe_load(value)  # so numbers, booleans and lists keep their type
+        # `a: b` inside an SQL filter (`lambda m: m.content`) reads as a mapping: only `{...}` is one
+        out[key.strip()] = value if isinstance(parsed, dict) and not value.lstrip().startswith("{") else parsed
     return out
 
 
@@ -43,10 +45,9 @@ def train_command(
     from dsatkit.trainers.recipe import load_recipe
 
     overrides = _overrides(sets or [])
-    overrides.update(
-        {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None,
-         "data.path": str(data) if data else None, "method": method}
-    )
+    options = {"rounds": rounds, "output_dir": str(output_dir) if output_dir else None,
+               "data.path": str(data) if data else None, "method": method}
+    overrides.update({k: v for k, v in options.items() if v is not None})  # an unset option keeps a --set
     with warnings.catch_warnings(record=True) as notes:
         warnings.simplefilter("always")
         rec = load_recipe(recipe, overrides)
