@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -127,6 +127,9 @@ class MineConfig(StrictModel):
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
     judge: JudgeConfig | None = None
     store: StoreConfig = Field(default_factory=StoreConfig)
+    topics: dict[str, Any] | None = Field(
+        None, description="cluster the requests into topics once the store is written: the settings of "
+        "`dsatkit topics` (dsatkit.topics.TopicsConfig; {} for its defaults); None: no topics")
     stages: dict[str, dict] = Field(
         default_factory=dict, description="settings of detectors that carry their own `Config` (a plugin's), "
         "by detector name; each section is validated by that Config when the detector is built")
@@ -144,6 +147,26 @@ class MineConfig(StrictModel):
         if "judge" in self.detectors and self.judge is None:
             raise ValueError("detector 'judge' needs a judge model (--judge-model or judge: in the config)")
         return self
+
+    @model_validator(mode="after")
+    def _topics(self) -> MineConfig:
+        if self.topics is not None:
+            self.topics_config()  # checked at load, not after the mining
+        return self
+
+    def topics_config(self):
+        """`topics` as a dsatkit.topics.TopicsConfig (None without topics); a bad key is a ValueError
+        naming it. Imported here, when asked: the topics bring the embedding model's modules."""
+        if self.topics is None:
+            return None
+        from dsatkit.topics.config import TopicsConfig
+
+        try:
+            return TopicsConfig.model_validate(self.topics)
+        except ValidationError as e:
+            err = e.errors()[0]
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"topics.{'.'.join(str(x) for x in err['loc'])}: {msg}") from None
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: object) -> MineConfig:

@@ -25,8 +25,9 @@ from dsatkit.detectors import Detector
 from dsatkit.errors import StoreError
 from dsatkit.executors import MineJob, executor_for
 from dsatkit.lock import OutputLock
+from dsatkit.progress import console, quiet
 from dsatkit.stages.flow import MineCounts, MineStages, detect_and_fuse
-from dsatkit.store import CACHE_NAME, RunWriter, connect
+from dsatkit.store import CACHE_NAME, TOPICS_NAME, RunWriter, connect
 
 if TYPE_CHECKING:
     from dsatkit.topics import TopicsConfig
@@ -54,6 +55,9 @@ class MineSummary(BaseModel):
     dsat: int = 0
     sat: int = 0
     neutral: int = 0
+    fused_threshold: float | None = Field(
+        None, description="the fused score at or above which an exchange was labelled DSAT (configured, or the "
+        "stored threshold of the one cheap detector)")
     dsat_by_category: dict[str, int] = Field(default_factory=dict)
     pairs: int = 0
     seed_pairs: int = 0
@@ -150,6 +154,8 @@ def _summarise(summary: MineSummary, job: MineJob) -> None:
         name: stats.model_dump() | {"seconds": round(stats.seconds, 3)}
         for name in job.config.detectors if (stats := job.stats.get(name)) is not None
     }
+    fuse = job.stats.get("fuse")
+    summary.fused_threshold = getattr(fuse, "threshold", None)
     if c.cascade:
         summary.judge_cascade = c.cascade | {"saved": c.cascade["eligible"] - c.cascade["sent_to_judge"]}
 
@@ -180,11 +186,14 @@ def mine(
 ) -> MineResult:
     """Mine DSAT from chat logs into `out_dir` (a temp dir when None) and return the result.
 
-    `topics`: once the store is committed, cluster its requests into topics as well (`dsatkit topics`,
-    under the same lock and through the same embedding cache); the result's `topics` holds them."""
+    `topics` (default: `config.topics`): once the store is committed, cluster its requests into topics
+    as well (`dsatkit topics`, under the same lock and through the same embedding cache); the result's
+    `topics` holds them. Without topics, the topics of the store this run replaces are removed (they
+    describe exchanges that are gone)."""
     from dsatkit.logs.files import expand_paths
 
     config = config or MineConfig()
+    topics = topics or config.topics_config()
     if isinstance(paths, (str, Path)):
         paths = [paths]
     keepalive = None
@@ -233,6 +242,12 @@ def mine(
             from dsatkit.topics import build_topics
 
             topics_result = build_topics(out, topics, cache=cache, take_lock=False)
+        elif (out / TOPICS_NAME).exists():
+            (out / TOPICS_NAME).unlink()
+            if not quiet():
+                console.print(f"removed {TOPICS_NAME}: its topics described the store this run replaced "
+                              f"(`dsatkit topics {out}` builds them again, from the cached embeddings)",
+                              highlight=False, soft_wrap=True)
     except BaseException:
         if writer is not None:
             writer.abort()

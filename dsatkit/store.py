@@ -33,6 +33,8 @@ DB_NAME = "dsat.duckdb"
 _SNAPSHOT = "snapshot"
 """The catalog name the writer attaches its temp file under."""
 CACHE_NAME = "cache.duckdb"
+TOPICS_NAME = "topics.duckdb"
+"""The topics of the store (`dsatkit topics`): derived from one snapshot, removed when a new one replaces it."""
 EXPORTS = {"dsat": "dsat_records", "pairs": "pairs", "quarantine": "quarantine"}
 """DIR/<name>.parquet -> the table it exports."""
 WRITER_MEMORY = "192MB"

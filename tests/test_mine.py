@@ -322,3 +322,14 @@ def test_dsat_without_a_prompt_gets_a_record_but_no_pair(tmp_path: Path):
     assert r.summary.no_prompt == 1
     headless = r.dsat.filter(pl.col("conversation_id") == "headless")["exchange_id"]
     assert headless.len() == 1 and r.pairs.filter(pl.col("exchange_id").is_in(headless)).height == 0
+
+
+def test_the_run_records_the_fused_threshold_it_labelled_at(logs: Path, tmp_path: Path):
+    from dsatkit.detectors.learned import LearnedDetector
+
+    default = mine([logs], tmp_path / "default", MineConfig())  # the learned detector alone: its stored threshold
+    assert default.summary.fused_threshold == pytest.approx(LearnedDetector().threshold)
+    runs = default.sql("select counts->>'fused_threshold' t from runs")
+    assert float(runs["t"].item()) == pytest.approx(LearnedDetector().threshold)
+    configured = mine([logs], tmp_path / "configured", MineConfig(detectors=["lexical"], fuse={"threshold": 0.7}))
+    assert configured.summary.fused_threshold == 0.7

@@ -343,3 +343,23 @@ def test_llm_naming_redacts_what_leaves_the_machine():
         assert names[0].name == "Mail"
         sent = srv.requests[0].messages[1]["content"]
         assert "jane.doe@example.com" not in sent and "[EMAIL]" in sent
+
+
+def test_topics_from_the_mine_yaml_config_and_stale_topics_removed(tmp_path: Path):
+    logs = tmp_path / "logs.jsonl"
+    write_theme_logs(logs, per_theme=20)
+    out = tmp_path / "mined"
+    config = tmp_path / "mine.yaml"
+    config.write_text("detectors: [lexical]\ntopics:\n  n_topics: 3\n  seed: 2\n")
+    proc = run_cli("mine", str(logs), "-o", str(out), "--config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    assert sql(out, "select count(*), min(seed) from topics").row(0) == (3, 2)
+    # mining again without topics replaces the store: the old topics describe exchanges that are gone
+    proc = run_cli("mine", str(logs), "-o", str(out), "--detectors", "lexical")
+    assert proc.returncode == 0, proc.stderr
+    assert "removed topics.duckdb" in proc.stderr and not (out / TOPICS_DB).exists()
+    # a bad topics key is refused at load, before any mining
+    config.write_text("detectors: [lexical]\ntopics:\n  n_topic: 3\n")
+    proc = run_cli("mine", str(logs), "-o", str(tmp_path / "other"), "--config", str(config))
+    assert proc.returncode == 2 and "topics.n_topic: unknown key" in proc.stderr
+    assert not (tmp_path / "other" / "dsat.duckdb").exists()

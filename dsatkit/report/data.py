@@ -117,10 +117,15 @@ def quarantine(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 
 def fused_threshold_of(run: dict[str, Any]) -> float | None:
-    """The fused threshold the run labelled DSAT at: the configured one, else the stored threshold of
-    its one cheap detector (dsatkit.detectors.fused_threshold, from the detectors it names); None when
-    the run's detectors can no longer be built here (a detector directory that is gone)."""
+    """The fused threshold the run labelled DSAT at, as the run recorded it (`counts.fused_threshold`);
+    for a store written before runs recorded it: the configured one, else the stored threshold of its
+    one cheap detector (dsatkit.detectors.fused_threshold, from the detectors it names); None when the
+    run's detectors can no longer be built here (a detector directory that is gone)."""
     from pydantic import ValidationError
+
+    recorded = (run.get("counts") or {}).get("fused_threshold")
+    if recorded is not None:
+        return float(recorded)
 
     from dsatkit.config import MineConfig
     from dsatkit.detectors import build_detector, fused_threshold

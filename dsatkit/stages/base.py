@@ -29,8 +29,9 @@ class StageError(DsatkitError):
 
 
 class StageStats(BaseModel):
-    """What a stage did. Every field is a counter: `merge` adds numbers, ors flags and keeps the last
-    non-empty text, so the stats of one stage run in several workers add up to the whole run's."""
+    """What a stage did. A field is a counter (`merge` adds numbers, ors flags and keeps the last
+    non-empty text, so the stats of one stage run in several workers add up to the whole run's), or,
+    when its default is None, a setting the stage reports (the same in every batch: the first kept)."""
 
     batches: int = 0
     rows_in: int = 0
@@ -39,11 +40,14 @@ class StageStats(BaseModel):
 
     def merge(self, other: StageStats) -> None:
         """Add the counters of `other` (the same stage's stats from another batch or worker) to these."""
-        for name in type(self).model_fields:
+        for name, info in type(self).model_fields.items():
             mine, theirs = getattr(self, name), getattr(other, name, None)
             if theirs is None:
                 continue
-            if isinstance(mine, bool):
+            if info.default is None:  # a setting, not a counter
+                if mine is None:
+                    setattr(self, name, theirs)
+            elif isinstance(mine, bool):
                 setattr(self, name, mine or theirs)
             elif isinstance(mine, (int, float)):
                 setattr(self, name, mine + theirs)

@@ -46,6 +46,10 @@ class ExchangesStage(Stage):
         return {"exchanges": build_exchanges(frames["turns"], context=False)}
 
 
+class FuseStats(StageStats):
+    threshold: float | None = Field(None, description="the fused score at or above which an exchange was DSAT")
+
+
 class FuseStage(Stage):
     """DETECTIONS -> VERDICTS (dsatkit.fuse.fuse) with the run's fused threshold.
     Input columns: detections.exchange_id, detector, score, label, category. Output: verdicts."""
@@ -53,11 +57,13 @@ class FuseStage(Stage):
     name = "fuse"
     reads = {"detections": ("exchange_id", "detector", "score", "label", "category")}  # noqa: RUF012
     writes = ("verdicts",)
+    Stats = FuseStats
 
     def __init__(self, config: FuseConfig):
         self.config = config
 
     def process(self, frames: Frames) -> dict[str, pl.DataFrame]:
+        self.stats.threshold = self.config.threshold
         return {"verdicts": fuse(frames["detections"], self.config)}
 
 

@@ -48,13 +48,13 @@ from dsatkit.hashing import md5_hex
 from dsatkit.lock import OutputLock
 from dsatkit.progress import progress
 from dsatkit.rates import with_rate
-from dsatkit.store import CACHE_NAME, connect
+from dsatkit.store import CACHE_NAME, TOPICS_NAME, connect
 from dsatkit.topics import cluster as clustering
 from dsatkit.topics.config import TopicsConfig
 from dsatkit.topics.llm import TopicName, TopicNamer
 from dsatkit.topics.terms import class_counts, top_terms
 
-TOPICS_DB = "topics.duckdb"
+TOPICS_DB = TOPICS_NAME
 """The file of the topic tables, inside the store directory."""
 VERSION = "topics-v1"
 """Bumped when the way topics are computed changes (stored in every topics row)."""
