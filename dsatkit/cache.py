@@ -13,14 +13,27 @@ import duckdb
 import numpy as np
 import polars as pl
 
+JUDGE_ROW = pl.Schema({
+    "key": pl.String,  # md5 of the model, the question's version and everything shown to the judge
+    "model": pl.String,
+    "rubric_version": pl.String,  # the version of the question asked (the DSAT rubric's, or another's)
+    "answer": pl.String,  # JSON: the validated answer, or {"raw": ...} for a final failure
+    "ok": pl.Boolean,
+    "error": pl.String,
+    "prompt_tokens": pl.Int32,
+    "completion_tokens": pl.Int32,
+})
+"""One row of the judge cache (the one home of its columns: the table's DDL is derived from it)."""
+
+_DUCK_TYPES = {pl.String: "varchar", pl.Boolean: "boolean", pl.Int32: "integer"}
+
 _DDL = """
 create table if not exists embedding_cache (
     model varchar, text_hash varchar, embedding float[], primary key (model, text_hash));
 create table if not exists judge_cache (
-    key varchar primary key, model varchar, rubric_version varchar, answer json,
-    ok boolean, error varchar, prompt_tokens integer, completion_tokens integer,
-    created_at timestamp default current_timestamp);
-"""
+    {judge_columns}, created_at timestamp default current_timestamp, primary key (key));
+""".format(judge_columns=", ".join(
+    f"{name} {'json' if name == 'answer' else _DUCK_TYPES[dtype]}" for name, dtype in JUDGE_ROW.items()))
 
 
 class Cache:
@@ -64,12 +77,11 @@ class Cache:
                 "select c.* exclude (created_at) from judge_cache c join wanted w using (key)"
             ).pl()
 
-    _JUDGE_COLS = ("key", "model", "rubric_version", "answer", "ok", "error", "prompt_tokens", "completion_tokens")
-
-    def put_judge_many(self, frame: pl.DataFrame) -> None:
-        """Commit a batch of judge answers in one transaction (a commit per row costs ~5 ms)."""
-        rows = frame.select(self._JUDGE_COLS)  # noqa: F841 (read by DuckDB)
+    def put_judge_many(self, rows: list[dict]) -> None:
+        """Commit a batch of judge answers (dicts with the JUDGE_ROW keys) in one transaction (a commit
+        per row costs ~5 ms)."""
+        frame = pl.DataFrame(rows, schema=JUDGE_ROW)  # noqa: F841 (read by DuckDB)
         with self._lock:
             self.con.execute(
-                f"insert or replace into judge_cache ({', '.join(self._JUDGE_COLS)}) select * from rows"
+                f"insert or replace into judge_cache ({', '.join(JUDGE_ROW.names())}) select * from frame"
             )

@@ -498,7 +498,7 @@ class _CacheWriter:
         while self.pending:
             batch, self.pending = self.pending, []
             try:
-                await asyncio.to_thread(_put_many, self.cache, batch)
+                await asyncio.to_thread(self.cache.put_judge_many, batch)
             except Exception as e:  # noqa: BLE001 (keep going: later batches may still land; report at close)
                 self.error = self.error or e
 
@@ -507,14 +507,6 @@ class _CacheWriter:
             await asyncio.shield(self.task)
         if self.error is not None:
             raise self.error
-
-
-def _put_many(cache: Cache, rows: list[dict]) -> None:
-    frame = pl.DataFrame(rows, schema={
-        "key": pl.String, "model": pl.String, "rubric_version": pl.String, "answer": pl.String,
-        "ok": pl.Boolean, "error": pl.String, "prompt_tokens": pl.Int32, "completion_tokens": pl.Int32,
-    })
-    cache.put_judge_many(frame)
 
 
 def _completion_fields(body: str) -> tuple[str | None, dict]:
