@@ -39,6 +39,7 @@ from dsatkit.detectors.classifier import (
     default_refusals,
     fit,
 )
+from dsatkit.devices import torch_device
 from dsatkit.errors import ConfigError, first_line
 from dsatkit.hashing import md5_hex
 from dsatkit.progress import progress
@@ -72,14 +73,6 @@ def model_key(name: str) -> str:
     return DEFAULT_MODEL if name in _DEFAULT_ALIASES else name
 
 
-def resolve_device(device: str | None) -> str:
-    if device:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @functools.lru_cache(maxsize=4)
 def load_model(name: str, device: str | None = None):
     """Load a SentenceTransformer once per (model, device) in this process."""
@@ -98,7 +91,7 @@ def load_model(name: str, device: str | None = None):
 
     hf_logging.disable_progress_bar()  # per-layer "Loading weights" bars; ours shows the encoding
     try:
-        return SentenceTransformer(path, device=resolve_device(device), local_files_only=local)
+        return SentenceTransformer(path, device=torch_device(device), local_files_only=local)
     except (OSError, ValueError) as e:
         raise ConfigError(
             f"cannot load embedding model {name!r}: {first_line(e)}",
