@@ -15,7 +15,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from dsatkit.trainers import drift
+from dsatkit.trainers import drift, questions
 from dsatkit.trainers.recipe import Recipe
 from dsatkit.trainers.sampler import sample, sampling_messages
 from dsatkit.trainers.tiny import build_tiny_reward
@@ -166,17 +166,20 @@ def test_idpo_round_ranked_by_judge(mined: Path, tmp_path: Path) -> None:
         return len(text.split())
 
     def rate(req) -> str:  # scripted judge: the longer response (in words) is the better one
-        response = req.user_text.split("[assistant: response to rate]\n", 1)[1]
-        return json.dumps({"rating": words(response)})
+        shown = json.loads(req.user_text.split(questions.OPEN + "\n", 1)[1].split("\n" + questions.CLOSE)[0])
+        return json.dumps({"rationale": "longer", "rating": min(10, 1 + words(shown["candidate_response"]) / 10)})
 
     with OpenAIServer(rate) as srv:
         rec = recipe(mined, tmp_path / "idpo", method="idpo", rounds=1,
                      scorer={"judge": {"model": "test-judge", "base_url": srv.url}})
         (m,) = drift.run(rec)
-        n_requests = len(srv.requests)
+        requests = list(srv.requests)
+        n_requests = len(requests)
     pairs = pl.read_parquet(tmp_path / "idpo/round-1/pairs.parquet")
     assert m.stage == "idpo" and m.pairs_kept == pairs.height > 0
-    assert n_requests == 2 * (pairs.height + m.dropped.get("tied", 0))
+    # one rating per distinct sample (identical ones share the cached answer)
+    assert 0 < n_requests <= 2 * (pairs.height + m.dropped.get("tied", 0))
+    assert n_requests == len({r.user_text for r in requests})
     chosen, rejected = texts(pairs, "chosen"), texts(pairs, "rejected")
     assert all(words(chosen[k]) > words(rejected[k]) for k in chosen)
     real_rejected = set(texts(pl.read_parquet(mined / "pairs.parquet"), "rejected").values())

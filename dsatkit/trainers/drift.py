@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from dsatkit.cache import Cache
 from dsatkit.detectors.embedding import load_model
+from dsatkit.devices import with_pad_token
 from dsatkit.errors import TrainError, first_line
 from dsatkit.progress import console
 from dsatkit.schema import MESSAGE_DTYPE, PAIRS, conform
@@ -289,7 +290,7 @@ class DriftRun:
             from dsatkit.trainers.scorers import build_scorer
 
             assert self.recipe.scorer is not None
-            self._scorer = build_scorer(self.recipe.scorer)
+            self._scorer = build_scorer(self.recipe.scorer, self.cache())
         return self._scorer
 
     # one DPO pass ---------------------------------------------------------------------------------
@@ -302,8 +303,7 @@ class DriftRun:
         tok = AutoTokenizer.from_pretrained(r.tokenizer if (r.tokenizer and start == self.base) else start)
         if r.chat_template:
             tok.chat_template = r.chat_template
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
+        with_pad_token(tok)
         ds = Dataset.from_polars(pairs.select("prompt", "chosen", "rejected"))
         args = r.dpo_config(rdir / "trainer", **({"num_train_epochs": epochs} if epochs else {}))
         peft_config = None

@@ -39,6 +39,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from dsatkit.config import StrictModel
+from dsatkit.devices import torch_device
 from dsatkit.errors import TrainError
 from dsatkit.rates import wilson_interval
 from dsatkit.schema import frame_schema
@@ -230,7 +231,7 @@ def sequence_logps(
     tok = AutoTokenizer.from_pretrained(str(tokenizer_path or model_path))
     if chat_template:
         tok.chat_template = chat_template
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch_device()
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).to(device).eval()
     texts = tok.apply_chat_template(prompts, tokenize=False, add_generation_prompt=True)
     p_ids = tok(texts, add_special_tokens=False)["input_ids"]

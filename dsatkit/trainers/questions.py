@@ -186,3 +186,47 @@ class FitQuestion(Question):
             {"role": "user", "content": f"Check the candidate response.\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
                                         "Answer with the JSON verdict only."},
         ]
+
+
+# ---- how good is one response? (the idpo baseline's pointwise judge) ----------------------------------
+class RatingVerdict(BaseModel):
+    """How well a response serves the user's last request, from 1 (useless or wrong) to 10 (excellent)."""
+
+    model_config = ConfigDict(extra="forbid")
+    rationale: str = Field("", max_length=600, description="one sentence")
+    rating: float = Field(ge=1, le=10)
+
+
+RATING_SYSTEM = f"""You rate one candidate assistant response to a conversation between a user and an AI
+assistant: how well it serves the user's last request, from 1 (useless or wrong) to 10 (excellent: correct,
+helpful, and following every instruction the user gave). Do not reward length for its own sake.
+
+{_DATA_RULES}
+
+Answer with one JSON object and nothing else:
+{{"rationale": "<one sentence>", "rating": <1-10>}}"""
+
+
+class RatingQuestion(Question):
+    """How good is `sample` as the answer to `prompt`? A `RatingVerdict`."""
+
+    name = "rating"
+    version = "rating-v1"
+    unit = "samples"
+    TEXTS = ("sample",)
+    ANSWER = RatingVerdict
+    response_format = _schema("rating_verdict", {
+        "rationale": {"type": "string", "description": "one sentence"},
+        "rating": {"type": "number", "description": "1 (useless or wrong) to 10 (excellent)"},
+    })
+    repair_prompt = ("Your previous answer was not valid ({error}). Answer again with only the JSON object "
+                     '{{"rationale": str, "rating": a number from 1 to 10}}.')
+
+    def messages_for(self, item: dict) -> list[dict]:
+        data = self._budgeted(item, ("candidate_response",))
+        return [
+            {"role": "system", "content": RATING_SYSTEM},
+            {"role": "user", "content": f"Rate the candidate response.\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
+                                        "Answer with the JSON verdict only."},
+        ]
+

@@ -83,19 +83,11 @@ class SamplerSpec(StrictModel):
     )
 
 
-class JudgeScorerSpec(StrictModel):
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    timeout_s: float = Field(60.0, gt=0)
-    max_retries: int = Field(3, ge=0)
-    concurrency: int = Field(8, gt=0)
-
-
 class ScorerSpec(StrictModel):
     """How `idpo` ranks its two samples: exactly one of an LLM judge or a reward model."""
 
-    judge: JudgeScorerSpec | None = None
+    judge: JudgeConfig | None = Field(None, description="an LLM judge that rates each sample 1-10 (the same "
+                                      "settings as the mining judge's)")
     reward_model: str | None = Field(None, description="path of an AutoModelForSequenceClassification")
     batch_size: int = Field(16, gt=0)
 

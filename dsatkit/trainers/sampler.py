@@ -17,6 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
+from dsatkit.devices import torch_device, with_pad_token
 from dsatkit.errors import TrainError
 from dsatkit.progress import progress
 from dsatkit.trainers.recipe import SamplerSpec
@@ -81,9 +82,8 @@ def _sample_transformers(model_path, messages, spec, n, seed, tokenizer_path, ch
     if chat_template:
         tok.chat_template = chat_template
     tok.padding_side = "left"  # decoder-only batches must be left-padded for generate
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    with_pad_token(tok)
+    device = torch_device()
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=dtype).to(device).eval()
     texts = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

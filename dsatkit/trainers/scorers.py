@@ -1,86 +1,55 @@
 """Scorers that rank two policy samples for the `idpo` baseline: an LLM judge or a reward model.
 
-A scorer maps (prompts, responses) to one float per response, higher = better. The judge here is
-deliberately small and separate from the mining judge: one pointwise 1-10 rating per response.
+A scorer maps (prompts, responses) to one float per response, higher = better. The judge asks one
+pointwise 1-10 rating per response, through the mining judge's client (the endpoint settings are a
+`JudgeConfig`, as everywhere).
 """
 
 from __future__ import annotations
 
-import os
-import re
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
+import polars as pl
 
-from dsatkit.errors import ConfigError, EndpointError, first_line
-from dsatkit.trainers.recipe import JudgeScorerSpec, ScorerSpec
-
-RATING_PROMPT = (
-    "Rate how well the assistant's final response serves the user in the conversation below, from 1 "
-    "(useless or wrong) to 10 (excellent: correct, helpful, follows every instruction). "
-    'Answer with JSON only: {"rating": <1-10>}.\n\n'
-)
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
+from dsatkit.cache import Cache
+from dsatkit.config import JudgeConfig
+from dsatkit.devices import torch_device, with_pad_token
+from dsatkit.errors import ConfigError, first_line
+from dsatkit.schema import MESSAGE_DTYPE
+from dsatkit.trainers.recipe import ScorerSpec
 
 
 class Scorer(Protocol):
     def score(self, prompts: list[list[dict]], responses: list[str]) -> np.ndarray: ...
 
 
-def _transcript(prompt: list[dict], response: str, limit: int = 6000) -> str:
-    lines = [f"[{m['role']}]\n{m['content']}" for m in prompt]
-    text = "\n\n".join(lines)
-    if len(text) > limit:  # keep the start and the end: the ask and the latest turns matter most
-        text = text[: limit // 2] + "\n[...]\n" + text[-limit // 2 :]
-    return f"{text}\n\n[assistant: response to rate]\n{response}"
-
-
 class JudgeScorer:
-    """Pointwise ratings from an OpenAI-compatible endpoint (unparseable answers rate 0 and are counted)."""
+    """Pointwise 1-10 ratings from an LLM judge (`questions.RatingQuestion` on the mining judge's client:
+    cache, budget, retries, repair, redaction); a response the judge gave no valid rating for scores 0
+    and is counted in `unparsed`."""
 
-    def __init__(self, spec: JudgeScorerSpec):
-        import openai
+    def __init__(self, config: JudgeConfig, cache: Cache | None = None):
+        from dsatkit.trainers.questions import RatingQuestion
 
-        self.spec = spec
-        key = os.environ.get(spec.api_key_env)
-        if key is None and spec.base_url is None:
-            raise ConfigError(
-                f"scorer.judge: ${spec.api_key_env} is not set", hint="export the key or set scorer.judge.base_url"
-            )
-        self.client = openai.OpenAI(
-            base_url=spec.base_url, api_key=key or "not-needed", timeout=spec.timeout_s, max_retries=spec.max_retries
-        )
+        self.question = RatingQuestion(config, cache)
         self.unparsed = 0
 
-    def _one(self, prompt: list[dict], response: str) -> float:
-        import openai
-
-        try:
-            out = self.client.chat.completions.create(
-                model=self.spec.model,
-                messages=[{"role": "user", "content": RATING_PROMPT + _transcript(prompt, response)}],
-                temperature=0.0,
-                max_tokens=32,
-            )
-        except openai.APIError as e:
-            raise EndpointError(f"scorer.judge {self.spec.base_url or 'OpenAI'}: {type(e).__name__}: {e}") from None
-        found = _NUMBER.search(out.choices[0].message.content or "")
-        if not found:
-            self.unparsed += 1
-            return 0.0
-        return float(found.group(1))
-
     def score(self, prompts: list[list[dict]], responses: list[str]) -> np.ndarray:
-        with ThreadPoolExecutor(self.spec.concurrency) as pool:
-            return np.array(list(pool.map(self._one, prompts, responses)), dtype=np.float64)
+        frame = pl.DataFrame({"prompt": prompts, "sample": responses},
+                             schema={"prompt": pl.List(MESSAGE_DTYPE), "sample": pl.String})
+        items = self.question.keyed(frame)
+        answers = self.question.answers(items).select(
+            "key", rating=pl.col("answer").str.json_decode(pl.Struct({"rating": pl.Float64})).struct.field("rating"))
+        rated = items.select("key").join(answers, on="key", how="left", maintain_order="left")["rating"]
+        self.unparsed += int(rated.null_count())
+        return rated.fill_null(0.0).to_numpy().astype(np.float64)
 
 
 class RewardModelScorer:
     """A sequence-classification reward model over the chat-templated conversation + response."""
 
     def __init__(self, path: str, batch_size: int = 16):
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
@@ -88,10 +57,9 @@ class RewardModelScorer:
             self.model = AutoModelForSequenceClassification.from_pretrained(path)
         except OSError as e:
             raise ConfigError(f"scorer.reward_model {path}: {first_line(e)}") from None
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch_device()
         self.model.to(self.device).eval()
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
+        with_pad_token(self.tok)
         self.model.config.pad_token_id = self.tok.pad_token_id
         self.batch_size = batch_size
 
@@ -111,8 +79,9 @@ class RewardModelScorer:
         return np.concatenate(out) if out else np.zeros(0)
 
 
-def build_scorer(spec: ScorerSpec) -> Scorer:
+def build_scorer(spec: ScorerSpec, cache: Cache | None = None) -> Scorer:
+    """The scorer a recipe's `scorer:` names (the judge's answers cached in `cache`)."""
     if spec.judge is not None:
-        return JudgeScorer(spec.judge)
+        return JudgeScorer(spec.judge, cache)
     assert spec.reward_model is not None
     return RewardModelScorer(spec.reward_model, spec.batch_size)
