@@ -64,7 +64,7 @@ def test_the_recipe_loads_and_names_the_builtin() -> None:
 
     rec = load_recipe(RECIPE)
     assert rec.model == builtin.SMOLLM2 and rec.rounds == 2 and rec.lora is not None
-    assert rec.data.test_size == 16 and rec.data.max_pairs == 32 and rec.judge is None
+    assert rec.data.test_size == 32 and rec.data.max_pairs == 128 and rec.judge is None
 
 
 @pytest.mark.slow
