@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -16,6 +16,16 @@ class StrictModel(BaseModel):
     """A config section: unknown keys are errors (a typo must not be silently ignored)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: object) -> Self:
+        """Read a YAML config (if given) and apply dotted overrides such as `{"fuse.threshold": 0.6}`
+        (None values are left out); any problem is a one-line ConfigError naming the key."""
+        data = read_yaml(path, "config") if path is not None else {}
+        for dotted, value in overrides.items():
+            if value is not None:
+                set_dotted(data, dotted, value)
+        return validate(cls, data, source=str(path) if path else "options")
 
 
 class ReadConfig(StrictModel):
@@ -167,15 +177,6 @@ class MineConfig(StrictModel):
             err = e.errors()[0]
             msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
             raise ValueError(f"topics.{'.'.join(str(x) for x in err['loc'])}: {msg}") from None
-
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: object) -> MineConfig:
-        """Read a YAML config (if given) and apply dotted overrides such as `{"fuse.threshold": 0.6}`."""
-        data = read_yaml(path, "config") if path is not None else {}
-        for dotted, value in overrides.items():
-            if value is not None:
-                set_dotted(data, dotted, value)
-        return validate(cls, data, source=str(path) if path else "options")
 
 
 def read_yaml(path: str | Path, what: str) -> dict:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dsatkit.config import JudgeConfig, StrictModel, read_yaml, set_dotted, validate
+from dsatkit.config import JudgeConfig, StrictModel
 from dsatkit.detectors.embedding import DEFAULT_MODEL
 
 
@@ -71,11 +70,3 @@ class TopicsConfig(StrictModel):
             raise ValueError("groups must be >= 1 or auto")
         return self
 
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: object) -> TopicsConfig:
-        """Read a YAML config (if given) and apply dotted overrides such as `{"llm.model": "m"}`."""
-        data = read_yaml(path, "config") if path is not None else {}
-        for dotted, value in overrides.items():
-            if value is not None:
-                set_dotted(data, dotted, value)
-        return validate(cls, data, source=str(path) if path else "options")

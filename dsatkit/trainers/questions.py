@@ -61,7 +61,20 @@ class Question(JudgeDetector):
     """A judge question about a conversation (`prompt`) and some texts of the trainer's (`TEXTS`)."""
 
     TEXTS: ClassVar[tuple[str, ...]] = ()
+    SHOWN: ClassVar[tuple[str, ...]] = ()
+    """The names under which the `TEXTS` columns are shown to the judge (one per column)."""
     ANSWER: ClassVar[type[BaseModel]]
+    SYSTEM: ClassVar[str]
+    ASK: ClassVar[str]
+    """The user message's first line (the data and "Answer with the JSON verdict only." follow)."""
+
+    def messages_for(self, item: dict) -> list[dict]:
+        data = self._budgeted(item, self.SHOWN)
+        return [
+            {"role": "system", "content": self.SYSTEM},
+            {"role": "user", "content": f"{self.ASK}\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
+                                        "Answer with the JSON verdict only."},
+        ]
 
     def parse_answer(self, content: str | None) -> BaseModel:
         return _parse(self.ANSWER, content)
@@ -126,6 +139,9 @@ class PairwiseQuestion(Question):
     version = "pairwise-v1"
     unit = "comparisons"
     TEXTS = ("a", "b")
+    SHOWN = ("response_A", "response_B")
+    SYSTEM = PAIRWISE_SYSTEM
+    ASK = "Compare the two responses."
     ANSWER = PairwiseVerdict
     response_format = _schema("pairwise_verdict", {
         "rationale": {"type": "string", "description": "one sentence"},
@@ -133,14 +149,6 @@ class PairwiseQuestion(Question):
     })
     repair_prompt = ("Your previous answer was not valid ({error}). Answer again with only the JSON object "
                      '{{"rationale": str, "winner": "A" or "B" or "tie"}}.')
-
-    def messages_for(self, item: dict) -> list[dict]:
-        data = self._budgeted(item, ("response_A", "response_B"))
-        return [
-            {"role": "system", "content": PAIRWISE_SYSTEM},
-            {"role": "user", "content": f"Compare the two responses.\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
-                                        "Answer with the JSON verdict only."},
-        ]
 
 
 # ---- does a sample answer its prompt? ------------------------------------------------------------------
@@ -171,6 +179,9 @@ class FitQuestion(Question):
     version = "fit-v1"
     unit = "samples"
     TEXTS = ("sample",)
+    SHOWN = ("candidate_response",)
+    SYSTEM = FIT_SYSTEM
+    ASK = "Check the candidate response."
     ANSWER = FitVerdict
     response_format = _schema("fit_verdict", {
         "rationale": {"type": "string", "description": "one sentence"},
@@ -178,14 +189,6 @@ class FitQuestion(Question):
     })
     repair_prompt = ("Your previous answer was not valid ({error}). Answer again with only the JSON object "
                      '{{"rationale": str, "answers_prompt": true or false}}.')
-
-    def messages_for(self, item: dict) -> list[dict]:
-        data = self._budgeted(item, ("candidate_response",))
-        return [
-            {"role": "system", "content": FIT_SYSTEM},
-            {"role": "user", "content": f"Check the candidate response.\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
-                                        "Answer with the JSON verdict only."},
-        ]
 
 
 # ---- how good is one response? (the idpo baseline's pointwise judge) ----------------------------------
@@ -214,6 +217,9 @@ class RatingQuestion(Question):
     version = "rating-v1"
     unit = "samples"
     TEXTS = ("sample",)
+    SHOWN = ("candidate_response",)
+    SYSTEM = RATING_SYSTEM
+    ASK = "Rate the candidate response."
     ANSWER = RatingVerdict
     response_format = _schema("rating_verdict", {
         "rationale": {"type": "string", "description": "one sentence"},
@@ -221,12 +227,4 @@ class RatingQuestion(Question):
     })
     repair_prompt = ("Your previous answer was not valid ({error}). Answer again with only the JSON object "
                      '{{"rationale": str, "rating": a number from 1 to 10}}.')
-
-    def messages_for(self, item: dict) -> list[dict]:
-        data = self._budgeted(item, ("candidate_response",))
-        return [
-            {"role": "system", "content": RATING_SYSTEM},
-            {"role": "user", "content": f"Rate the candidate response.\n{OPEN}\n{rubric.escape_data(data)}\n{CLOSE}\n"
-                                        "Answer with the JSON verdict only."},
-        ]
 
