@@ -185,14 +185,13 @@ def detect_and_fuse(frames: Frames, stages: MineStages) -> tuple[pl.DataFrame, p
     frames = dict(frames)
     ex = frames["exchanges"]
     found = [empty(DETECTIONS)]
-    for det in cheap(stages.detectors):
+    first = cheap(stages.detectors)
+    for det in first:
         found.append(det(frames)["detections"])
     frames["detections"] = pl.concat(found, how="vertical_relaxed")
     frames.update(stages.fuse(frames))
     cascade: dict[str, int] = {}
-    for det in stages.detectors:
-        if det in cheap(stages.detectors):
-            continue
+    for det in (d for d in stages.detectors if d not in first):
         selected = det.select(ex, frames["verdicts"])
         if selected is None:
             selected = ex
