@@ -56,41 +56,26 @@ def store_state(out: Path) -> tuple:
         con.close()
 
 
-def test_ctrl_c_exits_130_says_interrupted_and_keeps_the_previous_store(tmp_path: Path):
+@pytest.mark.parametrize(("signum", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                     (signal.SIGTERM, 143, "terminated")], ids=["ctrl-c", "sigterm"])
+def test_a_stopped_run_exits_with_its_signal_code_and_keeps_the_previous_store(tmp_path: Path, signum, code, word):
+    """Ctrl-C, and `kill` (or a scheduler's timeout), stop a run cleanly: old store intact, no snapshot or
+    lock left behind; the exit code says which signal (128 + its number)."""
     out = tmp_path / "mined"
     mine([write_jsonl(tmp_path / "small.jsonl")], out, LEXICAL)
     verdicts, runs = store_state(out)
     run = start_mine(many_conversations(tmp_path / "many.jsonl", 20_000), out)
     said = wait_until_mining(run)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(signum)
     stdout, stderr = run.communicate(timeout=120)
     said += stderr
-    assert run.returncode == 130, said
-    assert said.strip().splitlines()[-1] == "interrupted" and "Traceback" not in said
+    assert run.returncode == code, said
+    assert said.strip().splitlines()[-1] == word and "Traceback" not in said
     assert re.search(r"mining: stopped, [\d,]+ conversations in ", said)  # what it had done, then
     assert stdout == ""  # no run summary: the run did not happen
     after_verdicts, after_runs = store_state(out)
     assert after_verdicts.equals(verdicts) and after_runs == runs
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no snapshot, no lock
-
-
-def test_sigterm_stops_mine_like_ctrl_c_and_exits_143(tmp_path: Path):
-    """`kill` (or a scheduler's timeout) gets the same clean stop as Ctrl-C: old store intact, no
-    snapshot or lock left behind; the exit code says which signal (128 + 15)."""
-    out = tmp_path / "mined"
-    mine([write_jsonl(tmp_path / "small.jsonl")], out, LEXICAL)
-    verdicts, runs = store_state(out)
-    run = start_mine(many_conversations(tmp_path / "many.jsonl", 20_000), out)
-    said = wait_until_mining(run)
-    run.send_signal(signal.SIGTERM)
-    stdout, stderr = run.communicate(timeout=120)
-    said += stderr
-    assert run.returncode == 143, said
-    assert said.strip().splitlines()[-1] == "terminated" and "Traceback" not in said
-    assert stdout == ""
-    after_verdicts, after_runs = store_state(out)
-    assert after_verdicts.equals(verdicts) and after_runs == runs
-    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
 
 
 def test_a_second_run_into_the_same_directory_is_refused_at_once_and_the_first_goes_on(tmp_path: Path):
