@@ -5,25 +5,35 @@
     python bench/mine_executors.py 1000000 --workers 1   # Ray workers (default: one per CPU)
 
 Generates N conversations with bench/mine_throughput.py's generator, as `--shards` OpenAI-messages parquet
-files (distinct conversation ids), then mines them once with each executor, each in a fresh child
-process (the Ray run starts its local cluster inside it: that start-up is part of its time), and prints
-the conversations/s of both, their ratio (target on one 2-core machine: Ray >= 0.6x local), the
-stages' seconds and the machine's load average before and after.
+files (distinct conversation ids), then mines them with the local executor, the Ray executor as it runs
+by default (the driver mines input files from the front while Ray starts and the workers take them from
+the back), and the Ray executor with its workers only (`ray.driver_mines: false`), each in a fresh child
+process (the Ray runs start their local cluster inside it: that start-up is part of their time). Prints
+the conversations/s of each, how many files the driver mined, the ratios to local (target on one 2-core
+machine: Ray >= 0.6x local), the stages' seconds and the machine's load average before and after.
+
+Where Ray's time goes on this 2-core VM (1M conversations, 8 shards; traced run by run): `ray.init`
+blocks ~2.5-3.5 s (the cluster must be up before this process mines: started from a thread while it
+mined, the raylet never came up); the first actor is up ~5-7 s later, having imported dsatkit on cores
+that the driver is using; a worker then mines a 125k-conversation file in 3-5 s where the driver takes
+~1.7 s; the driver ingests a worker's parts at ~1 s per file. So on one small machine the workers add
+about what starting them costs, and the driver mines 6-7 of the 8 files; the workers-only run shows the
+executor's own overhead.
 
 Scale-out. The unit of Ray work is one input file: a worker reads it with dsatkit's reader (so a
 conversation is never split) in batches of `read.batch_rows` conversations (default 50k), mines each
 batch and writes its tables as Arrow part files. A worker's memory therefore follows the batch, not the
 file (the local executor, reader + miner + writer over 50k-conversation batches, peaks at ~1 GB RSS on
-1M generated conversations); lower `batch_rows` for long conversations. The driver only reads finished
-parts and writes the store (one DuckDB writer: 10.3 s of a 39.5 s Ray run of 1M conversations here went
-to it), so the cheap lexical/learned detectors gain little from more nodes; the embedding detector on
-GPUs and the judge are what a cluster is for. Ray's fixed costs on this 2-core VM: ~7-9 s for
-`ray.init` and ~6-10 s until the first file is finished (actors start and import dsatkit). A 10-node run
-needs the input files and the output directory on storage that every node and the driver reach (NFS, a
-shared volume: parts are written by workers and read by the driver), dsatkit and its detectors' packages
-on every node, at least as many input files as workers (a file is never split: shards of 0.5-2M
-conversations), `--ray-address auto` from a node of the cluster, and `ray.gpus_per_worker` for a GPU
-detector.
+1M generated conversations); lower `batch_rows` for long conversations. The driver reads finished
+parts and writes the store (one DuckDB writer, ~8 CPU-s per 1M conversations), so the cheap
+lexical/learned detectors gain little from more nodes; the embedding detector on GPUs and the judge are
+what a cluster is for. A 10-node run needs the input files and the output directory on storage that
+every node and the driver reach (NFS, a shared volume: parts and claims are written by workers and read
+by the driver), dsatkit and its detectors' packages on every node (a detector registered in the
+driver's code is shipped to the workers by reference: its module must import there), at least as many
+input files as workers (a file is never split: shards of 0.5-2M conversations), `--ray-address auto`
+from a node of the cluster, and `ray.gpus_per_worker` for a GPU detector (the driver then leaves the
+mining to the workers).
 """
 
 from __future__ import annotations
@@ -47,14 +57,15 @@ from dsatkit.runtime import configure_process
 configure_process()  # as the dsatkit command does, before Polars loads
 from dsatkit.config import MineConfig
 from dsatkit.pipeline import mine
-executor, out, workers, *paths = sys.argv[1:]
+executor, out, workers, driver_mines, *paths = sys.argv[1:]
 ray = {"workers": int(workers)} if int(workers) else {}
+ray["driver_mines"] = driver_mines == "1"
 t0 = time.perf_counter()
 r = mine(paths, out, MineConfig(detectors=["lexical"], executor=executor, ray=ray))
 wall = time.perf_counter() - t0
 hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
 print(json.dumps({"wall": wall, "rss_mb": hwm / 1024, "conversations": r.summary.conversations,
-                  "dsat": r.summary.dsat, "timings": r.summary.timings_s}))
+                  "dsat": r.summary.dsat, "timings": r.summary.timings_s, "driver_files": len(r.summary.driver_files)}))
 """
 
 
@@ -80,9 +91,10 @@ def write_shards(n: int, shards: int, work: Path) -> list[Path]:
     return paths
 
 
-def run(executor: str, paths: list[Path], out: Path, workers: int) -> dict:
+def run(executor: str, paths: list[Path], out: Path, workers: int, driver_mines: bool = True) -> dict:
     os.sync()
-    done = subprocess.run([sys.executable, "-c", _CHILD, executor, str(out), str(workers), *map(str, paths)],
+    done = subprocess.run([sys.executable, "-c", _CHILD, executor, str(out), str(workers), str(int(driver_mines)),
+                           *map(str, paths)],
                           check=True, capture_output=True, text=True)
     shutil.rmtree(out, ignore_errors=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -93,16 +105,24 @@ def main(n: int, shards: int, workers: int) -> None:
         paths = write_shards(n, shards, Path(tmp))
         load_before = os.getloadavg()
         t0 = time.time()
-        results = {ex: run(ex, paths, Path(tmp) / f"mined-{ex}", workers) for ex in ("local", "ray")}
+        results = {
+            "local": run("local", paths, Path(tmp) / "mined-local", workers),
+            "ray": run("ray", paths, Path(tmp) / "mined-ray", workers),
+            "ray, workers only": run("ray", paths, Path(tmp) / "mined-ray-workers", workers, driver_mines=False),
+        }
         load_after = os.getloadavg()
     for ex, r in results.items():
-        print(f"{ex:>5}: {r['conversations']:,} conversations in {r['wall']:.2f} s = {n / r['wall']:,.0f} conv/s  "
-              f"peak RSS (driver) {r['rss_mb']:.0f} MB  dsat {r['dsat']:,}")
-        print(f"       stages: {r['timings']}")
-    local, ray = results["local"], results["ray"]
-    assert local["dsat"] == ray["dsat"] and local["conversations"] == ray["conversations"] == n
-    print(f"ray / local throughput: {local['wall'] / ray['wall']:.2f}x (target >= 0.6x); {shards} shards, "
-          f"{os.cpu_count()} CPUs, {workers or 'one per CPU'} Ray workers")
+        print(f"{ex}: {r['conversations']:,} conversations in {r['wall']:.2f} s = {n / r['wall']:,.0f} conv/s  "
+              f"peak RSS (driver) {r['rss_mb']:.0f} MB  dsat {r['dsat']:,}"
+              + (f"  files mined by the driver: {r['driver_files']} of {shards}" if ex != "local" else ""))
+        print(f"    stages: {r['timings']}")
+    local = results["local"]
+    for ex in ("ray", "ray, workers only"):
+        r = results[ex]
+        assert local["dsat"] == r["dsat"] and local["conversations"] == r["conversations"] == n
+        print(f"{ex} / local throughput: {local['wall'] / r['wall']:.2f}x"
+              + (" (target >= 0.6x)" if ex == "ray" else ""))
+    print(f"{shards} shards, {os.cpu_count()} CPUs, {workers or 'default'} Ray workers")
     print(f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
           f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f} ({time.time() - t0:.0f} s of runs)")
 

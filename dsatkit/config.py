@@ -123,6 +123,10 @@ class RayConfig(StrictModel):
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each mining worker")
     gpus_per_worker: float = Field(
         0.0, ge=0, description="GPUs Ray reserves for each mining worker (the embedding detector on CUDA)")
+    driver_mines: bool = Field(
+        True, description="this process mines the input files from the front while the cluster starts and "
+        "the workers take them from the back, until they meet (off when workers reserve GPUs: the driver "
+        "would run their detector on its CPU)")
     object_store_mb: int | None = Field(
         512, gt=0, description="object store of the local cluster started for the run: workers hand back "
         "counts only (their tables go to files), so it stays small")

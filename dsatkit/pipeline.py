@@ -50,6 +50,9 @@ class MineSummary(BaseModel):
     resumed_files: list[str] = Field(
         default_factory=list, description="input files a killed earlier run had finished: read from its parts, "
         "not mined again (Ray executor)")
+    driver_files: list[str] = Field(
+        default_factory=list, description="input files the Ray executor's driver mined itself, beside its workers "
+        "(while the cluster started, or because they repeat an earlier file's conversation ids)")
     skipped_files: dict[str, int] = Field(
         default_factory=dict, description="files found inside directories and not read, by reason (hidden, .csv, ...)")
     dsat: int = 0
@@ -145,6 +148,7 @@ def _summarise(summary: MineSummary, job: MineJob) -> None:
     c = job.counts
     summary.files = len(c.files)
     summary.resumed_files = list(job.resumed)
+    summary.driver_files = list(job.driver_files)
     for name in ("rows_read", "conversations", "turns", "exchanges", "with_feedback", "quarantined", "dsat", "sat",
                  "neutral", "pairs", "seed_pairs", "no_prompt"):
         setattr(summary, name, getattr(c, name))

@@ -18,10 +18,13 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+from pydantic import BaseModel
 
 from dsatkit.config import MineConfig
-from dsatkit.executors.ray import DONE, PARTS_DIR
+from dsatkit.detectors import Detector, register_detector
+from dsatkit.executors.ray import CLAIMS, DONE, DRIVER, PARTS_DIR, FileMiner, claim
 from dsatkit.pipeline import mine
+from dsatkit.schema import DETECTIONS, conform
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray: pip install 'dsatkit[ray]'")
 
@@ -37,7 +40,9 @@ VIEWS = ("exchanges", "dsat")
 def ray_cluster():
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+        # one logical GPU: Ray hands it out as it would a real one (CUDA_VISIBLE_DEVICES, get_gpu_ids)
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=256 * 2**20)
     yield
     if started:
         ray.shutdown()
@@ -74,7 +79,7 @@ def assert_same_store(a, b) -> None:
             left, right = left.sort("exchange_id"), right.sort("exchange_id")
         assert left.height == right.height, name
         assert left.equals(right), name
-    skip = {"run_id", "timings_s", "detectors", "resumed_files"}
+    skip = {"run_id", "timings_s", "detectors", "resumed_files", "driver_files"}
     assert a.summary.model_dump(exclude=skip) == b.summary.model_dump(exclude=skip)
 
 
@@ -82,12 +87,16 @@ def config(executor: str, **kw) -> MineConfig:
     return MineConfig(detectors=["lexical"], executor=executor, **kw)
 
 
-def test_the_fixture_corpus_gives_the_same_tables_with_either_executor(tmp_path, ray_cluster):
+@pytest.mark.parametrize("driver_mines", [False, True], ids=["workers-only", "driver-too"])
+def test_the_fixture_corpus_gives_the_same_tables_with_either_executor(tmp_path, ray_cluster, driver_mines):
     """27 files in every format, damaged ones, and the same conversations in many files (the later
-    copies are quarantined as duplicates, by whichever executor)."""
+    copies are quarantined as duplicates, by whichever executor): mined by the Ray workers only, or by
+    the driver too (from the front, while the workers take the files from the back)."""
     read = {"skip_bad_files": True}
     local = mine([FIXTURES], tmp_path / "local", config("local", read=read))
-    distributed = mine([FIXTURES], tmp_path / "ray", config("ray", read=read))
+    distributed = mine([FIXTURES], tmp_path / "ray", config("ray", read=read, ray={"driver_mines": driver_mines}))
+    if not driver_mines:  # the files whose ids repeat an earlier file's are mined again by the driver
+        assert 0 < len(distributed.summary.driver_files) < 27
     assert local.summary.quarantine_reasons["duplicate conversation_id"] > 0
     assert local.summary.files == 27 and local.summary.exchanges > 0
     assert_same_store(local, distributed)
@@ -109,7 +118,7 @@ import sys
 from dsatkit.config import MineConfig
 from dsatkit.pipeline import mine
 mine(sys.argv[1:-1], sys.argv[-1], MineConfig(detectors=["lexical"], executor="ray",
-     ray={"num_cpus": 2, "workers": 1, "object_store_mb": 128}))
+     ray={"num_cpus": 2, "workers": 1, "object_store_mb": 128, "driver_mines": False}))
 """
 
 
@@ -136,8 +145,9 @@ def test_a_killed_ray_run_resumes_without_mining_the_finished_files_again(tmp_pa
     assert 2 <= len(finished) < len(files)
     assert not (out / "dsat.duckdb").exists()
 
-    resumed = mine(files, out, config("ray"))
+    resumed = mine(files, out, config("ray"))  # the driver mines beside the workers, as by default
     assert sorted(resumed.summary.resumed_files) == sorted(finished)
+    assert not set(resumed.summary.driver_files) & finished
     assert resumed.summary.conversations == 30_000
     assert_same_store(mine(files, tmp_path / "local", config("local")), resumed)
 
@@ -147,7 +157,8 @@ def test_200k_generated_conversations_give_the_same_tables_with_either_executor(
     files = shards(tmp_path, 200_000, 4)
     assert sum(pq.read_metadata(f).num_rows for f in files) == 200_000
     local = mine(files, tmp_path / "local", config("local"))
-    distributed = mine(files, tmp_path / "ray", config("ray"))
+    distributed = mine(files, tmp_path / "ray", config("ray", ray={"driver_mines": False}))
+    assert distributed.summary.driver_files == []  # all mined by the workers
     assert local.summary.conversations == 200_000 and local.summary.dsat > 0
     assert_same_store(local, distributed)
 
@@ -171,3 +182,65 @@ def test_the_cli_takes_the_executor(tmp_path, ray_cluster):
         assert con.sql("select count(*) from exchanges").fetchall()[0][0] == runs.summary.exchanges
     finally:
         con.close()
+
+
+class GpuProbeConfig(BaseModel):
+    record_dir: str
+
+
+class GpuProbe(Detector):
+    """Registered in this test module only: writes, per process it runs in, the GPUs Ray gave that
+    process; detects nothing."""
+
+    name = "gpu_probe"
+    version = "1"
+    Config = GpuProbeConfig
+
+    def __init__(self, config: GpuProbeConfig):
+        self.config = config
+
+    def detect(self, exchanges: pl.DataFrame) -> pl.DataFrame:
+        Path(self.config.record_dir, f"{os.getpid()}.json").write_text(json.dumps({
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}))
+        return conform(exchanges.filter(pl.col("feedback").is_not_null()).select(
+            "exchange_id", detector=pl.lit(self.name), score=pl.lit(0.0), label=pl.lit(False),
+            category=pl.lit(None, pl.String), detector_version=pl.lit(self.version)), DETECTIONS)
+
+
+register_detector("gpu_probe", GpuProbe)
+
+
+def test_a_gpu_worker_gets_its_gpu_and_a_detector_registered_in_code_runs_on_it(tmp_path, ray_cluster):
+    """`ray.gpus_per_worker` reserves a GPU per worker (here the cluster's one logical GPU): the worker
+    sees it as CUDA would, and the driver leaves the mining to it (its detector wants the GPU). The
+    detector class was registered in this module, not in dsatkit: the workers get it from the driver."""
+    files = shards(tmp_path, 2_000, 2)
+
+    def probing(executor: str) -> MineConfig:
+        records = tmp_path / f"records-{executor}"
+        records.mkdir()
+        return MineConfig(detectors=["lexical", "gpu_probe"], executor=executor, ray={"gpus_per_worker": 1},
+                          stages={"gpu_probe": {"record_dir": str(records)}})
+
+    done = mine(files, tmp_path / "ray", probing("ray"))
+    assert done.summary.driver_files == []
+    seen = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "records-ray").glob("*.json")}
+    assert seen and str(os.getpid()) not in seen
+    assert all(s == {"gpu_ids": ["0"], "cuda_visible_devices": "0"} for s in seen.values())
+    assert_same_store(mine(files, tmp_path / "local", probing("local")), done)
+
+
+def test_a_file_the_driver_claimed_is_left_to_it_and_a_dead_workers_claim_is_taken_over(tmp_path):
+    """The claim protocol, without Ray: a worker skips a file the driver claimed, and mines a file that
+    a worker lost on the way had claimed (Ray gives that file to another worker)."""
+    parts = tmp_path / PARTS_DIR
+    (parts / CLAIMS).mkdir(parents=True)
+    miner = FileMiner(config("ray").model_dump_json(), str(parts), {})
+    assert claim(parts / CLAIMS / "a", DRIVER) and not claim(parts / CLAIMS / "a", "123")
+    miner.mine_file(str(FIXTURES / "openai.jsonl"), "a")
+    assert not (parts / "a").exists()
+    assert claim(parts / CLAIMS / "b", "999999")  # a worker that died on it
+    miner.mine_file(str(FIXTURES / "openai.jsonl"), "b")
+    done = json.loads((parts / "b" / DONE).read_text())
+    assert done["counts"]["conversations"] > 0 and list((parts / "b").glob("*.turns.arrow"))

@@ -58,11 +58,14 @@ class MineJob:
     stats: dict[str, StageStats] = field(default_factory=dict)
     timer: Timer = field(default_factory=Timer)
     labels: dict[str, str] = field(default_factory=dict)
+    """Each stage's name in the run's timings (`Stage.label`: "detect:lexical" for a detector)."""
     resumed: list[str] = field(default_factory=list)
     """Input files not mined again: a killed earlier run had finished them (Ray executor)."""
+    driver_files: list[str] = field(default_factory=list)
+    """Input files the Ray executor's driver mined itself (while the cluster started, or because they
+    repeat an earlier file's conversation ids)."""
     after_commit: list[Callable[[], None]] = field(default_factory=list)
     """What the caller runs once the store is committed (the Ray executor removes its part files)."""
-    """Each stage's name in the run's timings (`Stage.label`: "detect:lexical" for a detector)."""
 
     def add_stats(self, stats: dict[str, StageStats], labels: dict[str, str] | None = None) -> None:
         """Merge stage stats (by stage name) into the run's."""

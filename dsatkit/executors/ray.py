@@ -13,14 +13,22 @@ file's index travels back. This process takes the finished files in input order 
 order is the local executor's), streams their parts into the RunWriter, merges the counts, commits the
 store and removes the parts.
 
+The cluster is started (or joined) in a background thread from `start`, while the store is opened; all
+of Ray's calls are made in that thread. Meanwhile this process does not wait (`ray.driver_mines`): it
+mines the input files from the front itself, straight into the store, as the local executor would,
+while the workers are given the files from the back; a file is claimed before it is mined (a claim
+file made with an atomic link), so the two meet in the middle and no file is mined twice. On one
+machine this hides Ray's start-up (~4 s for `ray.init`, ~4 s more until the actors are up, on 2 cores).
+
 Resume: a key is md5(path, size, mtime, the hash of the config's mining sections). A run that was killed
 leaves the finished files' directories; the next run with the same inputs and config mines only the
-files without one, and reads the others' parts.
+files without one, and reads the others' parts (the files this process mined itself went straight to
+the store, and are mined again).
 
-What it does not do (yet): the detectors' persistent cache (cache.duckdb) is not used by the workers
-(DuckDB lets one process write a file), so the embedding and judge detectors recompute across runs
-under Ray. A file that repeats conversation ids of an earlier file is mined a second time, in this
-process, by a reader that knows the earlier ids (see `RayExecutor._ingest`).
+What it does not do (yet): the detectors' persistent cache (cache.duckdb) is used by this process
+only (DuckDB lets one process write a file), so the embedding and judge detectors recompute across runs
+what the workers mined. A file that repeats conversation ids of an earlier file is mined a second time,
+in this process, by a reader that knows the earlier ids (see `RayExecutor._ingest`).
 """
 
 from __future__ import annotations
@@ -29,8 +37,11 @@ import hashlib
 import importlib
 import json
 import os
+import queue
 import shutil
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +60,10 @@ PARTS_DIR = ".ray-parts"
 """Under the output directory: one directory of part files per finished input file."""
 DONE = "done.json"
 """A finished file's counts and stage stats, inside its part directory."""
+CLAIMS = ".claims"
+"""Under the parts directory: one claim file per input file being mined (by a worker or this process)."""
+DRIVER = "driver"
+"""The owner written in a claim made by this process (a worker writes its pid)."""
 MINING_SECTIONS = ("detectors", "read", "fuse", "learned", "embedding", "judge", "stages")
 """The config sections that change what is mined (their hash is part of every file's key)."""
 STORE_ORDER = ("turns", "quarantine", "exchange_index", "detections", "verdicts", "dsat_records", "pairs")
@@ -68,6 +83,21 @@ def file_key(path: str, config_digest: str) -> str:
     return hashlib.md5(ident.encode()).hexdigest()
 
 
+def claim(path: Path, owner: str) -> bool:
+    """Claim a file for `owner` (a file at `path` holding the owner's name), atomically: False when it
+    is claimed already. The claim is written under a temp name and linked into place, so a claim is
+    never seen half written."""
+    tmp = path.with_name(f".{path.name}.{owner}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(owner)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
 def _class_path(obj: object) -> str:
     cls = type(obj)
     return f"{cls.__module__}:{cls.__qualname__}"
@@ -82,7 +112,8 @@ class FileMiner:
     """A Ray actor's work: build the stages once, then mine whole input files into part directories.
 
     In (per call): a batch of rows {index, path, key}. Out: {index, error} per row; `error` is "" or the
-    JSON of a DsatkitError the file raised (its class, message and hint), re-raised by the driver."""
+    JSON of a DsatkitError the file raised (its class, message and hint), re-raised by the driver. A file
+    the driver has claimed is left to it (returned as done: the driver does not wait for it)."""
 
     def __init__(self, config_json: str, parts: str, detector_classes: dict[str, type]):
         from dsatkit.config import MineConfig
@@ -114,6 +145,11 @@ class FileMiner:
         final = self.parts / key
         if (final / DONE).exists():
             return
+        claim_path = self.parts / CLAIMS / key
+        # a claim by another worker is one that died on this file (Ray gives each file to one actor,
+        # and again only when that actor is lost): mine it; a claim by the driver: leave it
+        if not claim(claim_path, str(os.getpid())) and claim_path.read_text() == DRIVER:
+            return
         tmp = self.parts / f".{key}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -142,48 +178,53 @@ class FileMiner:
         os.replace(tmp, final)  # the directory in place is the completion marker
 
 
-class RayExecutor:
-    """Mine on Ray (see the module docstring): a running cluster (`config.address`) or a local one
-    started for the run and shut down after it."""
+class _Cluster(threading.Thread):
+    """The workers' side of a run, in a thread of its own: mines the files it is given on the workers
+    (Ray Data), reports each finished file's index, and shuts down a cluster started for the run as
+    soon as its work is done (while this process still writes the store).
+
+    `ended` is set when it has nothing left to do; `error` is what stopped it, if anything. The cluster is
+    started (or joined) in the main thread, by `init`, before this process mines: started from a thread
+    while this process mined, the local cluster's raylet never came up (measured: `ray.init` timed out)."""
 
     def __init__(self, config: RayConfig):
+        super().__init__(name="dsatkit-ray", daemon=True)
         self.config = config
-        self.mined_files: list[str] = []
-        """The input files the workers mined in this run (not taken from a previous run's parts)."""
-        self.remined: list[str] = []
-        """The input files mined again in this process because they repeat an earlier file's ids."""
+        self.ended = threading.Event()
+        self.error: BaseException | None = None
+        self.work: queue.Queue[tuple[MineJob, Path, list[dict], dict[str, type], bool] | None] = queue.Queue()
+        self.started_here = False
+        self.cancelled = threading.Event()
+        """Set by the driver when no file is left for the workers, or the run failed."""
 
-    def start(self, found: Found, config: MineConfig) -> None:
-        """Nothing to start early: the cluster starts in `run`."""
+    def run(self) -> None:
+        try:
+            work = self.work.get()
+            if work is not None and not self.cancelled.is_set():
+                self._mine(*work)
+        except BaseException as e:  # noqa: BLE001 (handed to the driver, which raises it)
+            self.error = e
+        self.ended.set()
+        self.stop()
 
-    def close(self) -> None:
-        """Nothing to close: `run` shuts down a cluster it started."""
-
-    def run(self, job: MineJob) -> None:
+    def stop(self) -> None:
+        """Shut down the cluster if it was started for this run."""
         import ray
 
-        from dsatkit.registry import detector_class
+        if self.started_here and ray.is_initialized():
+            ray.shutdown()
 
+    def init(self) -> None:
+        """Start a local cluster (or join `config.address`) unless this process has joined one already."""
+        import ray
+
+        if ray.is_initialized():
+            return
         cfg = self.config
-        self._seen = SeenIds()  # the good conversation ids of the files ingested so far
-        self._stages = None  # this process's own stages, built if a file has to be mined here
-        parts = job.out / PARTS_DIR
-        parts.mkdir(exist_ok=True)
-        digest = config_hash(job.config)
-        files = job.found.files
-        keys = [file_key(p, digest) for p in files]
-        for stale in parts.iterdir():  # other inputs' or configs' parts, and unfinished ones
-            if stale.name not in set(keys):
-                shutil.rmtree(stale, ignore_errors=True)
-        todo = [i for i, k in enumerate(keys) if not (parts / k / DONE).exists()]
-        self.mined_files = [files[i] for i in todo]
-        job.resumed = [f for i, f in enumerate(files) if i not in set(todo)]
-
-        started_here = not ray.is_initialized()
-        if started_here:
-            # a local cluster's processes inherit this one's environment (configure_process's settings):
-            # a runtime_env would make Ray start fresh workers instead of the ones it prestarts
-            local = cfg.address is None
+        # a local cluster's processes inherit this one's environment (configure_process's settings):
+        # a runtime_env would make Ray start fresh workers instead of the ones it prestarts
+        local = cfg.address is None
+        try:
             ray.init(
                 address=cfg.address,
                 num_cpus=cfg.num_cpus if local else None,
@@ -192,57 +233,136 @@ class RayExecutor:
                 log_to_driver=False,
                 configure_logging=False,
             )
-        try:
-            with job.timer("ray"):
-                self._run(job, parts, keys, todo, {n: detector_class(n) for n in job.config.detectors})
-        finally:
-            if started_here:
-                ray.shutdown()
-        job.after_commit.append(lambda: shutil.rmtree(parts, ignore_errors=True))  # kept until the store is in
+        except ConnectionError as e:
+            raise DsatkitError(f"could not reach the Ray cluster at {cfg.address}: {e}",
+                               hint="start it (`ray start --head`) or leave out --ray-address for a local one"
+                               ) from None
+        self.started_here = True
 
-    def _run(self, job: MineJob, parts: Path, keys: list[str], todo: list[int], classes: dict[str, type]) -> None:
+    def _mine(self, job: MineJob, parts: Path, items: list[dict], classes: dict[str, type], driver_mines: bool
+              ) -> None:
         import ray
 
+        cfg = self.config
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        workers = cfg.workers
+        if not workers:  # one per CPU (GPU); on a local cluster that the driver mines beside, the driver is one
+            resources = ray.cluster_resources()
+            slots = int(resources.get("CPU", 1) // cfg.cpus_per_worker)
+            if cfg.gpus_per_worker:
+                slots = min(slots, int(resources.get("GPU", 0) // cfg.gpus_per_worker))
+            workers = max(1, min(len(items), slots - (driver_mines and self.started_here)))
+        ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+            FileMiner,
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=workers),
+            fn_constructor_kwargs={"config_json": job.config.model_dump_json(), "parts": str(parts),
+                                   "detector_classes": classes},
+            num_cpus=cfg.cpus_per_worker,
+            num_gpus=cfg.gpus_per_worker or None,
+        )
+        for row in ds.iter_rows():
+            if self.cancelled.is_set():  # the run failed in the driver
+                break
+            if row["error"]:
+                err = json.loads(row["error"])
+                raise _load_class(err["cls"])(err["message"], err["hint"])
+
+
+class RayExecutor:
+    """Mine on Ray (see the module docstring): a running cluster (`config.address`) or a local one
+    started for the run and shut down after it."""
+
+    def __init__(self, config: RayConfig):
+        self.config = config
+        self._cluster: _Cluster | None = None
+        self._finished = False
+
+    def start(self, found: Found, config: MineConfig) -> None:
+        """Start (or join) the cluster, and the thread that will hand it its files."""
+        cluster = _Cluster(self.config)
+        cluster.init()
+        cluster.start()
+        self._cluster = cluster
+
+    def close(self) -> None:
+        """Wait for the cluster thread; shut down a cluster it started (if the run ended early)."""
+        cluster, self._cluster = self._cluster, None
+        if cluster is None:
+            return
+        cluster.cancelled.set()
+        cluster.work.put(None)  # for a run that failed before handing over its work
+        if not self._finished and cluster.is_alive():
+            cluster.stop()  # a failed or interrupted run: its workers stop now, not after their file
+        cluster.join(timeout=60)
+
+    def run(self, job: MineJob) -> None:
+        from dsatkit.registry import detector_class
+
+        if self._cluster is None:
+            self.start(job.found, job.config)
+        cfg = self.config
+        self._seen = SeenIds()  # the good conversation ids of the files ingested so far
+        self._stages = None  # this process's own stages, built when it mines a file
+        parts = job.out / PARTS_DIR
+        parts.mkdir(exist_ok=True)
+        digest = config_hash(job.config)
+        files = job.found.files
+        keys = [file_key(p, digest) for p in files]
+        for stale in parts.iterdir():  # other inputs' or configs' parts, unfinished ones, old claims
+            if stale.name not in set(keys):
+                shutil.rmtree(stale, ignore_errors=True)
+        (parts / CLAIMS).mkdir()
+        todo = [i for i, k in enumerate(keys) if not (parts / k / DONE).exists()]
+        job.resumed = [f for i, f in enumerate(files) if i not in set(todo)]
+        # the workers take the files from the back, this process from the front
+        items = [{"index": i, "path": files[i], "key": keys[i]} for i in reversed(todo)]
+        classes = {n: detector_class(n) for n in job.config.detectors}
+        helps = cfg.driver_mines and not cfg.gpus_per_worker
+        self._cluster.work.put((job, parts, items, classes, helps) if items else None)
+        with job.timer("ray"):
+            self._run(job, parts, keys, set(todo), helps)
+        job.after_commit.append(lambda: shutil.rmtree(parts, ignore_errors=True))  # kept until the store is in
+        self._finished = True
+
+    def _run(self, job: MineJob, parts: Path, keys: list[str], todo: set[int], helps: bool) -> None:
+        """Take the files in input order: a finished one's parts go to the store; an unclaimed one this
+        process mines itself (when it `helps`); for one a worker has, it waits."""
         from dsatkit.progress import progress
 
-        cfg = self.config
-        finished: set[int] = set(range(len(keys))) - set(todo)
+        cluster = self._cluster
+
+        def cluster_ended() -> bool:
+            """Whether the cluster has ended (waiting up to 50 ms): its error, if any, is raised here."""
+            if not cluster.ended.wait(0.05):
+                return False
+            if cluster.error is not None:
+                raise cluster.error
+            return True
+
         with progress() as bar:
             task = bar.add_task("mining", total=None, unit="conversations")
-            next_index = 0
-
-            def ingest_ready() -> None:
-                nonlocal next_index
-                while next_index < len(keys) and next_index in finished:
-                    bar.update(task, advance=self._ingest(job, parts / keys[next_index]))
-                    next_index += 1
-
-            ingest_ready()
-            if todo:
-                ctx = ray.data.DataContext.get_current()
-                ctx.enable_progress_bars = False
-                ctx.print_on_execution_start = False
-                workers = cfg.workers or max(1, min(len(todo), int(ray.cluster_resources().get("CPU", 1) // cfg.cpus_per_worker)))
-                items = [{"index": i, "path": job.found.files[i], "key": keys[i]} for i in todo]
-                ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-                    FileMiner,
-                    batch_size=1,
-                    compute=ray.data.ActorPoolStrategy(size=workers),
-                    fn_constructor_kwargs={
-                        "config_json": job.config.model_dump_json(), "parts": str(parts), "detector_classes": classes,
-                    },
-                    num_cpus=cfg.cpus_per_worker,
-                    num_gpus=cfg.gpus_per_worker or None,
-                )
-                for row in ds.iter_rows():
-                    if row["error"]:
-                        err = json.loads(row["error"])
-                        raise _load_class(err["cls"])(err["message"], err["hint"])
-                    finished.add(int(row["index"]))
-                    ingest_ready()
-            if next_index < len(keys):  # a worker returned without finishing a file: never expected
-                raise DsatkitError(f"the Ray run did not finish {job.found.files[next_index]}",
-                                   hint="run again: finished files are not mined twice")
+            for i, key in enumerate(keys):
+                if i not in todo:
+                    n = self._ingest(job, parts / key)
+                elif helps and claim(parts / CLAIMS / key, DRIVER):
+                    n = self._mine_here(job, job.found.files[i])
+                else:
+                    # a finished file shows by its part directory, which is in place before Ray hands
+                    # back the file's row (at times seconds later)
+                    while not (parts / key / DONE).exists():
+                        if cluster_ended() and not (parts / key / DONE).exists():  # never expected
+                            raise DsatkitError(f"the Ray run did not finish {job.found.files[i]}",
+                                               hint="run again: finished files are not mined twice")
+                    n = self._ingest(job, parts / key)
+                bar.update(task, advance=n)
+        # this process mined what the workers had not started: they need not start (a cluster that is
+        # still coming up ends as soon as it is up); either way, its error is the run's
+        cluster.cancelled.set()
+        while not cluster_ended():
+            pass
 
     def _ingest(self, job: MineJob, part_dir: Path) -> int:
         """Stream one finished file's parts into the store writer, in batch order; merge its counts and
@@ -293,7 +413,7 @@ class RayExecutor:
         from dsatkit.stages.flow import MineCounts, MineStages, mine_batch
 
         if self._stages is None:
-            self._stages = MineStages.from_config(job.config, cache=None)
+            self._stages = MineStages.from_config(job.config, job.cache)
         counts = MineCounts()
         for batch in LogReader(Found([path]), job.config.read, seen=self._seen):
             counts.add_read(batch.rows_read, batch.conversations, batch.turns, batch.quarantine, batch.source_file)
@@ -305,5 +425,5 @@ class RayExecutor:
                 job.writer.append_many([(name, mined.tables[name]) for name in STORE_ORDER[2:]])
         job.counts.add(counts)
         job.add_stats(self._stages.take_stats(), {s.name: s.label for s in self._stages.all()})
-        self.remined.append(path)
+        job.driver_files.append(path)
         return counts.conversations
