@@ -92,6 +92,7 @@ def build_exchanges(turns: pl.DataFrame, context: bool = True) -> pl.DataFrame:
     ex = responses.with_columns(
         response=pl.col("content"),
         response_turn=pl.col("turn_index"),
+        context_turns=(_ROW - pl.col("conv_start")).cast(pl.Int32),
         request=at("content", "request_row"),
         request_turn=at("turn_index", "request_row"),
         feedback=at("content", "feedback_row"),

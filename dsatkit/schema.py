@@ -60,6 +60,8 @@ class Exchange(BaseModel):
     conversation_id: str
     response_turn: Int32
     context: list[Message] | None = Field(None, description="every message before the response")
+    context_turns: Int32 = Field(0, description="how many messages the context holds (the store keeps this "
+                                 "count, and its `exchanges` view cuts the conversation's messages by it)")
     request: str | None = Field(None, description="the last user turn before the response")
     response: str
     feedback: str | None = Field(None, description="the user's next turn")

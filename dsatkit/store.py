@@ -104,11 +104,10 @@ texts as (
     group by s.exchange_id),
 conversations as (
     select conversation_id,
-           list(struct_pack(role := role::varchar, content := content) order by turn_index) as messages,
-           list(turn_index order by turn_index) as turn_indexes
+           list(struct_pack(role := role::varchar, content := content) order by turn_index) as messages
     from turns group by conversation_id)
 select x.exchange_id, x.conversation_id, x.response_turn,
-       list_slice(c.messages, 1, list_position(c.turn_indexes, x.response_turn) - 1) as context,
+       list_slice(c.messages, 1, x.context_turns) as context, x.context_turns,
        t.request, t.response, t.feedback, t.followup,
        x.request_turn, x.feedback_turn, x.followup_turn, t.model, t.language, t.source_file
 from exchange_index x
