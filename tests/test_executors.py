@@ -244,3 +244,21 @@ def test_a_file_the_driver_claimed_is_left_to_it_and_a_dead_workers_claim_is_tak
     miner.mine_file(str(FIXTURES / "openai.jsonl"), "b")
     done = json.loads((parts / "b" / DONE).read_text())
     assert done["counts"]["conversations"] > 0 and list((parts / "b").glob("*.turns.arrow"))
+
+
+def test_a_cluster_address_where_nothing_listens_fails_at_once_in_one_line(tmp_path):
+    """Ray itself would retry in silence for minutes."""
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = textwrap.dedent(f"""
+        from dsatkit.cli import main
+        main(["mine", {str(FIXTURES / "openai.jsonl")!r}, "-o", {str(tmp_path / "out")!r}, "--detectors", "lexical",
+              "--executor", "ray", "--ray-address", "127.0.0.1:{port}"])
+    """)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert f"error: no Ray cluster answers at 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out" / "dsat.duckdb").exists()

@@ -36,12 +36,16 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import os
 import queue
 import shutil
+import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,6 +100,34 @@ def claim(path: Path, owner: str) -> bool:
         return False
     finally:
         tmp.unlink()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once, in one line, when nothing listens at a `host:port` cluster address: `ray.init`
+    would retry in silence for minutes. ("auto" and "ray://" addresses are left to Ray.)"""
+    host, sep, port = address.rpartition(":")
+    if not sep or "://" in address or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as e:
+        raise DsatkitError(f"no Ray cluster answers at {address} ({e.strerror or e})",
+                           hint="check --ray-address (the head node's GCS address, host:6379 by default), "
+                           "or leave it out to start a local cluster") from None
+
+
+@contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Ray's info and warnings that say nothing to a dsatkit user ("Token authentication is enabled",
+    "Progress bars disabled", "Dataset ... execution finished"): errors only, for the block."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def _class_path(obj: object) -> str:
@@ -224,15 +256,18 @@ class _Cluster(threading.Thread):
         # a local cluster's processes inherit this one's environment (configure_process's settings):
         # a runtime_env would make Ray start fresh workers instead of the ones it prestarts
         local = cfg.address is None
+        if not local:
+            _check_reachable(cfg.address)
         try:
-            ray.init(
-                address=cfg.address,
-                num_cpus=cfg.num_cpus if local else None,
-                object_store_memory=cfg.object_store_mb * 2**20 if local and cfg.object_store_mb else None,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-            )
+            with _quiet("ray._private.authentication.authentication_token_setup"):
+                ray.init(
+                    address=cfg.address,
+                    num_cpus=cfg.num_cpus if local else None,
+                    object_store_memory=cfg.object_store_mb * 2**20 if local and cfg.object_store_mb else None,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
         except ConnectionError as e:
             raise DsatkitError(f"could not reach the Ray cluster at {cfg.address}: {e}",
                                hint="start it (`ray start --head`) or leave out --ray-address for a local one"
@@ -263,12 +298,13 @@ class _Cluster(threading.Thread):
             num_cpus=cfg.cpus_per_worker,
             num_gpus=cfg.gpus_per_worker or None,
         )
-        for row in ds.iter_rows():
-            if self.cancelled.is_set():  # the run failed in the driver
-                break
-            if row["error"]:
-                err = json.loads(row["error"])
-                raise _load_class(err["cls"])(err["message"], err["hint"])
+        with _quiet("ray.data"):
+            for row in ds.iter_rows():
+                if self.cancelled.is_set():  # the run failed in the driver
+                    break
+                if row["error"]:
+                    err = json.loads(row["error"])
+                    raise _load_class(err["cls"])(err["message"], err["hint"])
 
 
 class RayExecutor:
