@@ -121,8 +121,9 @@ class RayConfig(StrictModel):
         None, gt=0, description="mining workers (each reads and mines one input file at a time; None: one per "
         "CPU of the cluster, and no more than the files to mine)")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs Ray reserves for each mining worker")
-    gpus_per_worker: float = Field(
-        0.0, ge=0, description="GPUs Ray reserves for each mining worker (the embedding detector on CUDA)")
+    gpus_per_worker: float | None = Field(
+        None, ge=0, description="GPUs Ray reserves for each mining worker; None: the most that one of the run's "
+        "detectors puts to use (`Stage.gpus`: 1 for the embedding detector), if the cluster has GPUs, else 0")
     driver_mines: bool = Field(
         True, description="this process mines the input files from the front while the cluster starts and "
         "the workers take them from the back, until they meet (off when workers reserve GPUs: the driver "

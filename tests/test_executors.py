@@ -195,6 +195,7 @@ class GpuProbe(Detector):
     name = "gpu_probe"
     version = "1"
     Config = GpuProbeConfig
+    gpus = 1.0
 
     def __init__(self, config: GpuProbeConfig):
         self.config = config
@@ -212,23 +213,30 @@ register_detector("gpu_probe", GpuProbe)
 
 
 def test_a_gpu_worker_gets_its_gpu_and_a_detector_registered_in_code_runs_on_it(tmp_path, ray_cluster):
-    """`ray.gpus_per_worker` reserves a GPU per worker (here the cluster's one logical GPU): the worker
-    sees it as CUDA would, and the driver leaves the mining to it (its detector wants the GPU). The
-    detector class was registered in this module, not in dsatkit: the workers get it from the driver."""
+    """A detector that puts a GPU to use (`gpus = 1`) gets one reserved per worker (here the cluster's
+    one logical GPU): the worker sees it as CUDA would, and the driver leaves the mining to the workers.
+    The detector class was registered in this module, not in dsatkit: the workers get it from the driver.
+    `ray.gpus_per_worker: 0` turns the reservation off."""
     files = shards(tmp_path, 2_000, 2)
 
-    def probing(executor: str) -> MineConfig:
-        records = tmp_path / f"records-{executor}"
+    def probing(executor: str, name: str = "") -> MineConfig:
+        records = tmp_path / f"records-{name or executor}"
         records.mkdir()
-        return MineConfig(detectors=["lexical", "gpu_probe"], executor=executor, ray={"gpus_per_worker": 1},
+        return MineConfig(detectors=["lexical", "gpu_probe"], executor=executor, ray=ray_settings,
                           stages={"gpu_probe": {"record_dir": str(records)}})
 
+    ray_settings = {}
     done = mine(files, tmp_path / "ray", probing("ray"))
     assert done.summary.driver_files == []
     seen = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "records-ray").glob("*.json")}
     assert seen and str(os.getpid()) not in seen
     assert all(s == {"gpu_ids": ["0"], "cuda_visible_devices": "0"} for s in seen.values())
     assert_same_store(mine(files, tmp_path / "local", probing("local")), done)
+
+    ray_settings = {"gpus_per_worker": 0, "driver_mines": False}
+    mine(files, tmp_path / "ray-cpu", probing("ray", "ray-cpu"))
+    seen = [json.loads(f.read_text()) for f in (tmp_path / "records-ray-cpu").glob("*.json")]
+    assert seen and all(s["gpu_ids"] == [] for s in seen)
 
 
 def test_a_file_the_driver_claimed_is_left_to_it_and_a_dead_workers_claim_is_taken_over(tmp_path):

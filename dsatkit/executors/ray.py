@@ -3,7 +3,8 @@
     dsatkit mine logs/ -o mined/ --executor ray [--ray-address auto]
 
 Flow (Ray Data): `from_items([{index, path, key}])` -> `map_batches(FileMiner)` on an actor pool (each
-actor builds the detectors once; `cpus_per_worker` / `gpus_per_worker` reserve what it uses). An actor
+actor builds the detectors once; `cpus_per_worker` / `gpus_per_worker` reserve what it uses: by default a
+GPU when a detector puts one to use, `Stage.gpus`, and the cluster has one). An actor
 reads one input file with dsatkit's own reader (formats, quarantine, flat tables: a conversation is
 never split, because one reader reads the whole file) and mines each batch with the same stages as the
 local executor (`mine_batch`). It writes the file's store tables as uncompressed Arrow IPC part files
@@ -224,7 +225,7 @@ class _Cluster(threading.Thread):
         self.config = config
         self.ended = threading.Event()
         self.error: BaseException | None = None
-        self.work: queue.Queue[tuple[MineJob, Path, list[dict], dict[str, type], bool] | None] = queue.Queue()
+        self.work: queue.Queue[tuple[MineJob, Path, list[dict], dict[str, type], float, bool] | None] = queue.Queue()
         self.started_here = False
         self.cancelled = threading.Event()
         """Set by the driver when no file is left for the workers, or the run failed."""
@@ -274,8 +275,8 @@ class _Cluster(threading.Thread):
                                ) from None
         self.started_here = True
 
-    def _mine(self, job: MineJob, parts: Path, items: list[dict], classes: dict[str, type], driver_mines: bool
-              ) -> None:
+    def _mine(self, job: MineJob, parts: Path, items: list[dict], classes: dict[str, type], gpus: float,
+              driver_mines: bool) -> None:
         import ray
 
         cfg = self.config
@@ -286,8 +287,8 @@ class _Cluster(threading.Thread):
         if not workers:  # one per CPU (GPU); on a local cluster that the driver mines beside, the driver is one
             resources = ray.cluster_resources()
             slots = int(resources.get("CPU", 1) // cfg.cpus_per_worker)
-            if cfg.gpus_per_worker:
-                slots = min(slots, int(resources.get("GPU", 0) // cfg.gpus_per_worker))
+            if gpus:
+                slots = min(slots, int(resources.get("GPU", 0) // gpus))
             workers = max(1, min(len(items), slots - (driver_mines and self.started_here)))
         ds = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
             FileMiner,
@@ -296,7 +297,7 @@ class _Cluster(threading.Thread):
             fn_constructor_kwargs={"config_json": job.config.model_dump_json(), "parts": str(parts),
                                    "detector_classes": classes},
             num_cpus=cfg.cpus_per_worker,
-            num_gpus=cfg.gpus_per_worker or None,
+            num_gpus=gpus or None,
         )
         with _quiet("ray.data"):
             for row in ds.iter_rows():
@@ -356,12 +357,23 @@ class RayExecutor:
         # the workers take the files from the back, this process from the front
         items = [{"index": i, "path": files[i], "key": keys[i]} for i in reversed(todo)]
         classes = {n: detector_class(n) for n in job.config.detectors}
-        helps = cfg.driver_mines and not cfg.gpus_per_worker
-        self._cluster.work.put((job, parts, items, classes, helps) if items else None)
+        gpus = self._gpus(classes)
+        helps = cfg.driver_mines and not gpus
+        self._cluster.work.put((job, parts, items, classes, gpus, helps) if items else None)
         with job.timer("ray"):
             self._run(job, parts, keys, set(todo), helps)
         job.after_commit.append(lambda: shutil.rmtree(parts, ignore_errors=True))  # kept until the store is in
         self._finished = True
+
+    def _gpus(self, classes: dict[str, type]) -> float:
+        """GPUs per worker: `ray.gpus_per_worker`, or the most one of the run's detectors puts to use
+        (`Stage.gpus`) when the cluster has that many, else none."""
+        import ray
+
+        if self.config.gpus_per_worker is not None:
+            return self.config.gpus_per_worker
+        wanted = max((cls.gpus for cls in classes.values()), default=0.0)
+        return wanted if wanted and ray.cluster_resources().get("GPU", 0) >= wanted else 0.0
 
     def _run(self, job: MineJob, parts: Path, keys: list[str], todo: set[int], helps: bool) -> None:
         """Take the files in input order: a finished one's parts go to the store; an unclaimed one this

@@ -68,6 +68,9 @@ class Stage:
     reads: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     writes: ClassVar[tuple[str, ...]] = ()
     Stats: ClassVar[type[StageStats]] = StageStats
+    gpus: ClassVar[float] = 0.0
+    """GPUs one instance puts to use (a model on CUDA). The Ray executor reserves the most any of the
+    run's detectors asks for, per worker, when the cluster has GPUs (`ray.gpus_per_worker` overrides)."""
 
     @property
     def label(self) -> str:
