@@ -6,6 +6,7 @@ end, because they must survive a run that is killed half way: every entry is com
 
 from __future__ import annotations
 
+import shutil
 import threading
 from pathlib import Path
 
@@ -36,6 +37,9 @@ create table if not exists judge_cache (
     f"{name} {'json' if name == 'answer' else _DUCK_TYPES[dtype]}" for name, dtype in JUDGE_ROW.items()))
 
 
+TABLES = ("embedding_cache", "judge_cache")
+
+
 class Cache:
     """One DuckDB file (or memory when `path` is None) holding every cache table."""
 
@@ -50,13 +54,37 @@ class Cache:
     def close(self) -> None:
         self.con.close()
 
+    def _table(self, name: str) -> str:
+        """What the lookups read for the cache table `name` (a worker's cache adds its snapshot)."""
+        return name
+
+    def has_entries(self) -> bool:
+        with self._lock:
+            return any(self.con.execute(f"select exists (from {t})").fetchall()[0][0] for t in TABLES)
+
+    def snapshot(self, path: Path) -> None:
+        """A copy of the cache file at `path`, for other processes to read (DuckDB lets one process
+        write a file, and none read it meanwhile)."""
+        with self._lock:
+            self.con.execute("checkpoint")
+            shutil.copyfile(self.path, path)
+
+    def merge(self, directory: Path) -> None:
+        """Add the entries a worker left in `directory` (`WorkerCache.flush`)."""
+        with self._lock:
+            for table in TABLES:
+                part = directory / f"{table}.parquet"
+                if part.exists():
+                    how = "or replace" if table == "judge_cache" else "or ignore"
+                    self.con.execute(f"insert {how} into {table} select * from read_parquet('{part}')")
+
     # embeddings ---------------------------------------------------------------------------------
     def get_embeddings(self, model: str, hashes: pl.Series) -> pl.DataFrame:
         """Cached rows (text_hash, embedding) for the hashes that are present."""
         wanted = pl.DataFrame({"text_hash": hashes.unique()})  # noqa: F841 (read by DuckDB)
         with self._lock:
             return self.con.sql(
-                "select c.text_hash, c.embedding from embedding_cache c "
+                f"select c.text_hash, c.embedding from {self._table('embedding_cache')} c "
                 "join wanted w using (text_hash) where c.model = $model",
                 params={"model": model},
             ).pl()
@@ -74,7 +102,7 @@ class Cache:
         wanted = pl.DataFrame({"key": keys.unique()})  # noqa: F841 (read by DuckDB)
         with self._lock:
             return self.con.sql(
-                "select c.* exclude (created_at) from judge_cache c join wanted w using (key)"
+                f"select c.* exclude (created_at) from {self._table('judge_cache')} c join wanted w using (key)"
             ).pl()
 
     def put_judge_many(self, rows: list[dict]) -> None:
@@ -85,3 +113,27 @@ class Cache:
             self.con.execute(
                 f"insert or replace into judge_cache ({', '.join(JUDGE_ROW.names())}) select * from frame"
             )
+
+
+class WorkerCache(Cache):
+    """A Ray worker's cache: reads a snapshot of the run's cache file (read-only) and keeps what it adds
+    in memory, until `flush` writes it beside the input file's parts for the driver to `merge`."""
+
+    def __init__(self, snapshot: str | Path | None):
+        super().__init__(None)
+        self.snapshot_path = Path(snapshot) if snapshot else None
+        if self.snapshot_path is not None:
+            self.con.execute(f"attach '{self.snapshot_path}' as snap (read_only)")
+
+    def _table(self, name: str) -> str:
+        if self.snapshot_path is None:
+            return name
+        return f"(select * from {name} union all by name select * from snap.{name})"
+
+    def flush(self, directory: Path) -> None:
+        """Write the entries added since the last flush to `directory` (one parquet file per table)."""
+        with self._lock:
+            for table in TABLES:
+                if self.con.execute(f"select exists (from {table})").fetchall()[0][0]:
+                    self.con.execute(f"copy {table} to '{directory / f'{table}.parquet'}' (format parquet)")
+                    self.con.execute(f"delete from {table}")

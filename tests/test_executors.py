@@ -270,3 +270,23 @@ def test_a_cluster_address_where_nothing_listens_fails_at_once_in_one_line(tmp_p
     assert done.returncode != 0
     assert f"error: no Ray cluster answers at 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out" / "dsat.duckdb").exists()
+
+
+def test_ray_workers_read_the_cache_and_what_they_encode_reaches_it(tmp_path, ray_cluster):
+    """The workers read a snapshot of cache.duckdb and hand back what they add: a second run over the
+    same logs encodes nothing."""
+    files = shards(tmp_path, 400, 2)
+    cfg = MineConfig(detectors=["embedding"], executor="ray", ray={"driver_mines": False, "workers": 1})
+    out = tmp_path / "mined"
+    first = mine(files, out, cfg).summary.detectors["embedding"]
+    assert first["encoded"] > 0
+    from dsatkit.cache import Cache
+
+    cache = Cache(out / "cache.duckdb")
+    try:
+        # (a text of both files is encoded once per file: a worker keeps no more than its file's entries)
+        assert 0 < cache.con.execute("select count(*) from embedding_cache").fetchall()[0][0] <= first["encoded"]
+    finally:
+        cache.close()
+    second = mine(files, out, cfg).summary.detectors["embedding"]
+    assert second["encoded"] == 0 and second["cache_hits"] > 0

@@ -48,6 +48,9 @@ class Detector(Stage):
     threshold: float | None = None
     Config: ClassVar[type[BaseModel] | None] = None
     cascade: ClassVar[bool] = False
+    cached: ClassVar[bool] = False
+    """Whether it keeps entries in the run's content cache (`from_config`'s `cache`): the Ray executor
+    then hands its workers a snapshot of the cache."""
 
     @property
     def label(self) -> str:

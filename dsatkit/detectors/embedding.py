@@ -248,6 +248,7 @@ class EmbeddingDetector(Detector):
     name = "embedding"
     reads: ClassVar = {"exchanges": ("exchange_id", "request", "response", "feedback")}
     gpus: ClassVar[float] = 1.0  # the encoder runs on CUDA where there is one (dsatkit.devices)
+    cached: ClassVar[bool] = True
 
     @classmethod
     def from_config(cls, config: MineConfig, cache: Cache | None = None) -> EmbeddingDetector:

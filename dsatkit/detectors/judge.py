@@ -129,6 +129,7 @@ class JudgeDetector(Detector):
     version = rubric.RUBRIC_VERSION
     reads: ClassVar = {"exchanges": ("exchange_id", "context", "response", "feedback")}
     cascade = True
+    cached = True
     unit = "exchanges"
     """What one question is about, for the progress line."""
     response_format: dict = rubric.RESPONSE_FORMAT_SCHEMA

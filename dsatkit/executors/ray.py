@@ -26,9 +26,11 @@ leaves the finished files' directories; the next run with the same inputs and co
 files without one, and reads the others' parts (the files this process mined itself went straight to
 the store, and are mined again).
 
-What it does not do (yet): the detectors' persistent cache (cache.duckdb) is used by this process
-only (DuckDB lets one process write a file), so the embedding and judge detectors recompute across runs
-what the workers mined. A file that repeats conversation ids of an earlier file is mined a second time,
+The detectors' cache (cache.duckdb; DuckDB lets one process write a file): the workers read a snapshot
+of it, taken at the start of the run (`CACHE_SNAPSHOT`, when a detector of the run is `cached` and the
+cache has entries), and write what they add beside their file's parts; this process merges those
+entries into the cache when it ingests the file. A worker killed half way through a file loses the
+entries of that file (the local executor commits them batch by batch). A file that repeats conversation ids of an earlier file is mined a second time,
 in this process, by a reader that knows the earlier ids (see `RayExecutor._ingest`).
 """
 
@@ -67,6 +69,9 @@ DONE = "done.json"
 """A finished file's counts and stage stats, inside its part directory."""
 CLAIMS = ".claims"
 """Under the parts directory: one claim file per input file being mined (by a worker or this process)."""
+CACHE_SNAPSHOT = "cache-snapshot.duckdb"
+"""Under the parts directory: a copy of the run's cache, which the workers read (when a detector of the
+run keeps entries in the cache and it has some)."""
 DRIVER = "driver"
 """The owner written in a claim made by this process (a worker writes its pid)."""
 MINING_SECTIONS = ("detectors", "read", "fuse", "learned", "embedding", "judge", "stages")
@@ -148,7 +153,9 @@ class FileMiner:
     JSON of a DsatkitError the file raised (its class, message and hint), re-raised by the driver. A file
     the driver has claimed is left to it (returned as done: the driver does not wait for it)."""
 
-    def __init__(self, config_json: str, parts: str, detector_classes: dict[str, type]):
+    def __init__(self, config_json: str, parts: str, detector_classes: dict[str, type],
+                 cache_snapshot: str | None = None):
+        from dsatkit.cache import WorkerCache
         from dsatkit.config import MineConfig
         from dsatkit.registry import register_detector
         from dsatkit.stages.flow import MineStages
@@ -157,7 +164,8 @@ class FileMiner:
             register_detector(name, cls)
         self.config = MineConfig.model_validate_json(config_json)
         self.parts = Path(parts)
-        self.stages = MineStages.from_config(self.config, cache=None)
+        self.cache = WorkerCache(cache_snapshot)
+        self.stages = MineStages.from_config(self.config, cache=self.cache)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         errors = []
@@ -198,6 +206,7 @@ class FileMiner:
                 frame = tables[name]
                 if frame.height:
                     frame.write_ipc(tmp / f"{b:06d}.{name}.arrow", compression="uncompressed")
+        self.cache.flush(tmp)  # what the detectors added to the cache, for the driver to merge
         stats = self.stages.take_stats()
         done = {
             "path": path,
@@ -225,7 +234,8 @@ class _Cluster(threading.Thread):
         self.config = config
         self.ended = threading.Event()
         self.error: BaseException | None = None
-        self.work: queue.Queue[tuple[MineJob, Path, list[dict], dict[str, type], float, bool] | None] = queue.Queue()
+        self.work: queue.Queue[tuple[MineJob, Path, list[dict], dict[str, type], float, bool, str | None] | None] = (
+            queue.Queue())
         self.started_here = False
         self.cancelled = threading.Event()
         """Set by the driver when no file is left for the workers, or the run failed."""
@@ -276,7 +286,7 @@ class _Cluster(threading.Thread):
         self.started_here = True
 
     def _mine(self, job: MineJob, parts: Path, items: list[dict], classes: dict[str, type], gpus: float,
-              driver_mines: bool) -> None:
+              driver_mines: bool, cache_snapshot: str | None) -> None:
         import ray
 
         cfg = self.config
@@ -295,7 +305,7 @@ class _Cluster(threading.Thread):
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"config_json": job.config.model_dump_json(), "parts": str(parts),
-                                   "detector_classes": classes},
+                                   "detector_classes": classes, "cache_snapshot": cache_snapshot},
             num_cpus=cfg.cpus_per_worker,
             num_gpus=gpus or None,
         )
@@ -359,7 +369,14 @@ class RayExecutor:
         classes = {n: detector_class(n) for n in job.config.detectors}
         gpus = self._gpus(classes)
         helps = cfg.driver_mines and not gpus
-        self._cluster.work.put((job, parts, items, classes, gpus, helps) if items else None)
+        snapshot = None
+        cache = job.cache
+        if items and cache is not None and cache.path is not None and any(c.cached for c in classes.values()) \
+                and cache.has_entries():
+            snapshot = parts / CACHE_SNAPSHOT
+            cache.snapshot(snapshot)
+        self._cluster.work.put((job, parts, items, classes, gpus, helps, str(snapshot) if snapshot else None)
+                               if items else None)
         with job.timer("ray"):
             self._run(job, parts, keys, set(todo), helps)
         job.after_commit.append(lambda: shutil.rmtree(parts, ignore_errors=True))  # kept until the store is in
@@ -435,6 +452,8 @@ class RayExecutor:
             for b in sorted(batches):
                 tables = sorted(batches[b], key=lambda nf: order[nf[0]])
                 job.writer.append_many([(name, pl.read_ipc(f)) for name, f in tables])
+        if job.cache is not None:
+            job.cache.merge(part_dir)  # the worker's new embeddings and judge answers
         job.counts.add(counts)
         job.add_stats({name: _load_class(s["cls"]).model_validate(s["data"]) for name, s in done["stats"].items()},
                       done["labels"])
