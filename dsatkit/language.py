@@ -81,6 +81,15 @@ def _words() -> pl.DataFrame:
     return table.select("language", word=pl.col("words").str.split(" ")).explode("word").unique(maintain_order=True)
 
 
+@cache
+def _alternations() -> tuple[str, str, str]:
+    """The regexes of the word table: English words (any case), other languages' words, all words."""
+    words = _words()
+    return (_alternation(words.filter(pl.col("language") == "en")["word"].to_list(), "i-u"),
+            _alternation(words.filter(pl.col("language") != "en")["word"].to_list(), ""),
+            _alternation(words["word"].to_list(), ""))
+
+
 def _alternation(words: list[str], flags: str) -> str:
     return (f"(?{flags})" if flags else "") + r"\b(?:" + "|".join(sorted(set(words), key=len, reverse=True)) + r")\b"
 
@@ -115,12 +124,17 @@ def guess(texts: pl.Series, chars: int = GUESS_CHARS) -> pl.Series:
     frame = frame.join(other.select("_i", _script=_script(other)), on="_i", how="left", maintain_order="left")
 
     latin = frame.filter(pl.col("_script").is_null())
-    english = _alternation(words.filter(pl.col("language") == "en")["word"].to_list(), "i-u")
+    english, others, all_words = _alternations()
     clear = latin.filter(pl.col("_ascii_only") & (pl.col("_text").str.count_matches(english) >= ENGLISH_WORDS))
     unsure = latin.join(clear.select("_i"), on="_i", how="anti")
+    # a plain-ASCII text needs two words of another language to be called it: one with fewer is English
+    # (or nothing, without a letter) whatever the vote, which is dearer than this count by far
+    lower = pl.col("_text").str.to_lowercase()
+    unvoted = unsure.filter(pl.col("_ascii_only") & (lower.str.count_matches(others) < 2))
+    unsure = unsure.join(unvoted.select("_i"), on="_i", how="anti")
     ranks = words.select("language").unique(maintain_order=True).with_row_index("_rank")
     voted = (
-        unsure.select("_i", word=pl.col("_text").str.to_lowercase().str.extract_all(_alternation(words["word"].to_list(), "")))
+        unsure.select("_i", word=lower.str.extract_all(all_words))
         .explode("word")
         .join(words, on="word")
         .group_by("_i", "language").len()
@@ -133,6 +147,7 @@ def guess(texts: pl.Series, chars: int = GUESS_CHARS) -> pl.Series:
     )
     found = pl.concat([
         clear.select("_i", language=pl.lit("en")),
+        unvoted.filter(pl.col("_text").str.contains("[A-Za-z]")).select("_i", language=pl.lit("en")),
         voted.select("_i", "language"),
         # plain ASCII letters with no listed word: English (chat logs' commonest short turns)
         unsure.join(voted, on="_i", how="anti")
