@@ -290,3 +290,22 @@ def test_ray_workers_read_the_cache_and_what_they_encode_reaches_it(tmp_path, ra
         cache.close()
     second = mine(files, out, cfg).summary.detectors["embedding"]
     assert second["encoded"] == 0 and second["cache_hits"] > 0
+
+
+def test_a_worker_leaves_a_file_the_driver_will_reach_first(tmp_path):
+    """The driver mines from the front at the pace its claims show (here a file a second); a worker
+    that needs longer than the driver's arrival leaves the file to it, and takes it otherwise."""
+    parts = tmp_path / PARTS_DIR
+    (parts / CLAIMS).mkdir(parents=True)
+    order = ["a", "b", "c", "d"]
+    miner = FileMiner(config("ray").model_dump_json(), str(parts), {}, order=order)
+    now = time.time()
+    for i, key in enumerate(["a", "b"]):  # claimed 2 s and 1 s ago: it is on "b", and reaches "d" in ~2 s
+        assert claim(parts / CLAIMS / key, DRIVER)
+        os.utime(parts / CLAIMS / key, (now - 2 + i, now - 2 + i))
+    miner.seconds = 10.0  # this worker's last file took 10 s
+    miner.mine_file(str(FIXTURES / "openai.jsonl"), "d")
+    assert not (parts / "d").exists() and not (parts / CLAIMS / "d").exists()
+    miner.seconds = 0.5
+    miner.mine_file(str(FIXTURES / "openai.jsonl"), "d")
+    assert (parts / "d" / DONE).exists()

@@ -154,7 +154,7 @@ class FileMiner:
     the driver has claimed is left to it (returned as done: the driver does not wait for it)."""
 
     def __init__(self, config_json: str, parts: str, detector_classes: dict[str, type],
-                 cache_snapshot: str | None = None):
+                 cache_snapshot: str | None = None, order: list[str] | None = None):
         from dsatkit.cache import WorkerCache
         from dsatkit.config import MineConfig
         from dsatkit.registry import register_detector
@@ -166,6 +166,30 @@ class FileMiner:
         self.parts = Path(parts)
         self.cache = WorkerCache(cache_snapshot)
         self.stages = MineStages.from_config(self.config, cache=self.cache)
+        self.position = {key: i for i, key in enumerate(order or [])}
+        """The keys of the run's input files -> their place in input order (given when the driver mines
+        beside the workers, from the front)."""
+        self.seconds: float | None = None
+        """How long this worker took over its last file."""
+
+    def _driver_comes_first(self, key: str) -> bool:
+        """Whether the driver, mining the files from the front, will reach this file before this worker
+        could have mined it (then it is left to the driver, which would otherwise wait for it at the
+        end). The driver's pace is read from the times of its claims; this worker's from its last file."""
+        if self.seconds is None or key not in self.position:
+            return False
+        claims = self.parts / CLAIMS
+        driver = sorted((self.position[c.name], c.stat().st_mtime) for c in claims.iterdir()
+                        if c.name in self.position and c.read_text() == DRIVER)
+        if len(driver) < 2:
+            return False
+        pace = (driver[-1][1] - driver[0][1]) / (len(driver) - 1)  # seconds per file, with its writes
+        at, here = driver[-1][0], self.position[key]
+        keys = sorted(self.position, key=self.position.get)
+        taken = {c.name for c in claims.iterdir()}
+        ahead = sum(k not in taken for k in keys[at + 1:here])  # files the driver mines before this one
+        arrives = driver[-1][1] + pace * (1 + ahead)
+        return arrives - time.time() < self.seconds
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         errors = []
@@ -184,7 +208,7 @@ class FileMiner:
         from dsatkit.stages.flow import MineCounts, mine_batch
 
         final = self.parts / key
-        if (final / DONE).exists():
+        if (final / DONE).exists() or self._driver_comes_first(key):
             return
         claim_path = self.parts / CLAIMS / key
         # a claim by another worker is one that died on this file (Ray gives each file to one actor,
@@ -215,6 +239,7 @@ class FileMiner:
             "labels": {s.name: s.label for s in self.stages.all()},
             "seconds": time.perf_counter() - t0,
         }
+        self.seconds = done["seconds"]
         (tmp / DONE).write_text(json.dumps(done))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)  # the directory in place is the completion marker
@@ -272,12 +297,16 @@ class _Cluster(threading.Thread):
         try:
             with _quiet("ray._private.authentication.authentication_token_setup"):
                 ray.init(
-                    address=cfg.address,
+                    address="local" if local else cfg.address,  # "local": a new cluster, not one `ray start` left
                     num_cpus=cfg.num_cpus if local else None,
                     object_store_memory=cfg.object_store_mb * 2**20 if local and cfg.object_store_mb else None,
                     include_dashboard=False,
                     log_to_driver=False,
                     configure_logging=False,
+                    # no idle Python workers started ahead, one per CPU: the run starts the actors it
+                    # uses (on 2 cores, the spare ones cost ~1 s of the start-up, measured)
+                    _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False}
+                    if local else None,
                 )
         except ConnectionError as e:
             raise DsatkitError(f"could not reach the Ray cluster at {cfg.address}: {e}",
@@ -305,7 +334,9 @@ class _Cluster(threading.Thread):
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             fn_constructor_kwargs={"config_json": job.config.model_dump_json(), "parts": str(parts),
-                                   "detector_classes": classes, "cache_snapshot": cache_snapshot},
+                                   "detector_classes": classes, "cache_snapshot": cache_snapshot,
+                                   "order": [item["key"] for item in sorted(items, key=lambda it: it["index"])]
+                                   if driver_mines else None},
             num_cpus=cfg.cpus_per_worker,
             num_gpus=gpus or None,
         )
