@@ -247,12 +247,13 @@ class FileMiner:
 
 class _Cluster(threading.Thread):
     """The workers' side of a run, in a thread of its own: mines the files it is given on the workers
-    (Ray Data), reports each finished file's index, and shuts down a cluster started for the run as
-    soon as its work is done (while this process still writes the store).
+    (Ray Data; a file shows it is finished by its part directory), and shuts down a cluster started for
+    the run as soon as its work is done (while this process still writes the store).
 
     `ended` is set when it has nothing left to do; `error` is what stopped it, if anything. The cluster is
-    started (or joined) in the main thread, by `init`, before this process mines: started from a thread
-    while this process mined, the local cluster's raylet never came up (measured: `ray.init` timed out)."""
+    started (or joined) in the main thread, by `init`, before this process mines: with mining under way
+    in another thread of this process, the local cluster's raylet never came up (`ray.init` timed out,
+    4 times of 4; reading alone did not stop it)."""
 
     def __init__(self, config: RayConfig):
         super().__init__(name="dsatkit-ray", daemon=True)
