@@ -149,11 +149,10 @@ def _summarise(summary: MineSummary, job: MineJob) -> None:
     summary.files = len(c.files)
     summary.resumed_files = list(job.resumed)
     summary.driver_files = list(job.driver_files)
-    for name in ("rows_read", "conversations", "turns", "exchanges", "with_feedback", "quarantined", "dsat", "sat",
-                 "neutral", "pairs", "seed_pairs", "no_prompt"):
-        setattr(summary, name, getattr(c, name))
-    summary.quarantine_reasons = dict(Counter(c.quarantine_reasons).most_common())
-    summary.dsat_by_category = dict(Counter(c.dsat_by_category).most_common())
+    for name in type(c).model_fields:  # the counts both models name (counts by reason: most first)
+        if name in MineSummary.model_fields and name != "files":
+            value = getattr(c, name)
+            setattr(summary, name, dict(Counter(value).most_common()) if isinstance(value, dict) else value)
     summary.detectors = {
         name: stats.model_dump() | {"seconds": round(stats.seconds, 3)}
         for name in job.config.detectors if (stats := job.stats.get(name)) is not None
