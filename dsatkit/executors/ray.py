@@ -14,12 +14,12 @@ file's index travels back. This process takes the finished files in input order 
 order is the local executor's), streams their parts into the RunWriter, merges the counts, commits the
 store and removes the parts.
 
-The cluster is started (or joined) in a background thread from `start`, while the store is opened; all
-of Ray's calls are made in that thread. Meanwhile this process does not wait (`ray.driver_mines`): it
-mines the input files from the front itself, straight into the store, as the local executor would,
-while the workers are given the files from the back; a file is claimed before it is mined (a claim
-file made with an atomic link), so the two meet in the middle and no file is mined twice. On one
-machine this hides Ray's start-up (~4 s for `ray.init`, ~4 s more until the actors are up, on 2 cores).
+The cluster is started (or joined) in `start`, in the main thread, before anything is mined (see
+`_Cluster`); the workers' side of the run then goes on in a thread of its own. Meanwhile this process
+does not wait (`ray.driver_mines`): it mines the input files from the front itself, straight into the
+store, as the local executor would, while the workers are given the files from the back; a file is
+claimed before it is mined (a claim file made with an atomic link), so the two meet in the middle and
+no file is mined twice. On one machine this hides the actors' start-up (~6 s on 2 cores).
 
 Resume: a key is md5(path, size, mtime, the hash of the config's mining sections). A run that was killed
 leaves the finished files' directories; the next run with the same inputs and config mines only the
@@ -30,8 +30,10 @@ The detectors' cache (cache.duckdb; DuckDB lets one process write a file): the w
 of it, taken at the start of the run (`CACHE_SNAPSHOT`, when a detector of the run is `cached` and the
 cache has entries), and write what they add beside their file's parts; this process merges those
 entries into the cache when it ingests the file. A worker killed half way through a file loses the
-entries of that file (the local executor commits them batch by batch). A file that repeats conversation ids of an earlier file is mined a second time,
-in this process, by a reader that knows the earlier ids (see `RayExecutor._ingest`).
+entries of that file (the local executor commits them batch by batch).
+
+A file that repeats conversation ids of an earlier file is mined a second time, in this process, by a
+reader that knows the earlier ids (see `RayExecutor._ingest`).
 """
 
 from __future__ import annotations
@@ -166,9 +168,10 @@ class FileMiner:
         self.parts = Path(parts)
         self.cache = WorkerCache(cache_snapshot)
         self.stages = MineStages.from_config(self.config, cache=self.cache)
-        self.position = {key: i for i, key in enumerate(order or [])}
-        """The keys of the run's input files -> their place in input order (given when the driver mines
-        beside the workers, from the front)."""
+        self.order = order or []
+        """The keys of the run's input files in input order (given when the driver mines beside the
+        workers, from the front)."""
+        self.position = {key: i for i, key in enumerate(self.order)}
         self.seconds: float | None = None
         """How long this worker took over its last file."""
 
@@ -178,16 +181,14 @@ class FileMiner:
         end). The driver's pace is read from the times of its claims; this worker's from its last file."""
         if self.seconds is None or key not in self.position:
             return False
-        claims = self.parts / CLAIMS
-        driver = sorted((self.position[c.name], c.stat().st_mtime) for c in claims.iterdir()
-                        if c.name in self.position and c.read_text() == DRIVER)
+        claims = {c.name: c for c in (self.parts / CLAIMS).iterdir() if c.name in self.position}
+        driver = sorted((self.position[name], c.stat().st_mtime) for name, c in claims.items()
+                        if c.read_text() == DRIVER)
         if len(driver) < 2:
             return False
         pace = (driver[-1][1] - driver[0][1]) / (len(driver) - 1)  # seconds per file, with its writes
         at, here = driver[-1][0], self.position[key]
-        keys = sorted(self.position, key=self.position.get)
-        taken = {c.name for c in claims.iterdir()}
-        ahead = sum(k not in taken for k in keys[at + 1:here])  # files the driver mines before this one
+        ahead = sum(k not in claims for k in self.order[at + 1:here])  # files the driver mines before this one
         arrives = driver[-1][1] + pace * (1 + ahead)
         return arrives - time.time() < self.seconds
 
@@ -390,12 +391,14 @@ class RayExecutor:
         digest = config_hash(job.config)
         files = job.found.files
         keys = [file_key(p, digest) for p in files]
+        wanted = set(keys)
         for stale in parts.iterdir():  # other inputs' or configs' parts, unfinished ones, old claims
-            if stale.name not in set(keys):
+            if stale.name not in wanted:
                 shutil.rmtree(stale, ignore_errors=True)
         (parts / CLAIMS).mkdir()
         todo = [i for i, k in enumerate(keys) if not (parts / k / DONE).exists()]
-        job.resumed = [f for i, f in enumerate(files) if i not in set(todo)]
+        pending = set(todo)
+        job.resumed = [f for i, f in enumerate(files) if i not in pending]
         # the workers take the files from the back, this process from the front
         items = [{"index": i, "path": files[i], "key": keys[i]} for i in reversed(todo)]
         classes = {n: detector_class(n) for n in job.config.detectors}
@@ -410,7 +413,7 @@ class RayExecutor:
         self._cluster.work.put((job, parts, items, classes, gpus, helps, str(snapshot) if snapshot else None)
                                if items else None)
         with job.timer("ray"):
-            self._run(job, parts, keys, set(todo), helps)
+            self._run(job, parts, keys, pending, helps)
         job.after_commit.append(lambda: shutil.rmtree(parts, ignore_errors=True))  # kept until the store is in
         self._finished = True
 
