@@ -23,39 +23,32 @@ from dsatkit.config import MineConfig, ReadConfig
 from dsatkit.errors import InputError, first_line
 from dsatkit.exchanges import exchange_ids
 from dsatkit.schema import EXCHANGES, MESSAGE_DTYPE, conform
+from dsatkit.tables import read_table, table_columns
 
 LABELS = ("dsat", "sat", "neutral")
-_FLAT_SUFFIXES = {
-    ".parquet": pl.read_parquet,
-    ".jsonl": pl.read_ndjson,
-    ".ndjson": pl.read_ndjson,
-    ".csv": pl.read_csv,
-}
+_FLAT_SUFFIXES = (".parquet", ".jsonl", ".ndjson", ".csv")
+"""Suffixes of a flat exchange table (a .json file is a log: JSON arrays are how logs come)."""
 _FLAT_COLUMNS = {"response", "feedback", "label"}
 
 
 def _read_flat(path: Path) -> pl.DataFrame | None:
     """The file as a frame when it is a flat exchange table, else None (then it is a log file)."""
-    reader = _FLAT_SUFFIXES.get(path.suffix)
-    if reader is None:
+    if path.suffix not in _FLAT_SUFFIXES:
         return None
+    csv = path.suffix == ".csv"
     try:
-        head = reader(path) if path.suffix == ".csv" else None
+        # a csv is never a log: it is read whole, and its errors are the labelled table's
+        head = read_table(path) if csv else None
         if head is None:
-            cols = (
-                pl.read_parquet_schema(path)
-                if path.suffix == ".parquet"
-                else pl.scan_ndjson(path).collect_schema()
-            )
-            if not _FLAT_COLUMNS <= set(cols):
+            if not _FLAT_COLUMNS <= set(table_columns(path)):
                 return None
-            head = reader(path)
+            head = read_table(path)
     except (pl.exceptions.PolarsError, OSError) as e:
-        if path.suffix == ".csv":
+        if csv:
             raise InputError(f"{path}: cannot read: {first_line(e)}") from None
         return None  # let the log reader report what is wrong with it
     if not _FLAT_COLUMNS <= set(head.columns):
-        if path.suffix == ".csv":
+        if csv:
             raise InputError(
                 f"{path}: a labelled csv needs columns {sorted(_FLAT_COLUMNS)}; has {head.columns}",
                 "see docs/detectors.md for the labelled-file schema",

@@ -280,6 +280,9 @@ def test_user_errors_are_one_line_with_a_hint(tmp_path: Path):
     (tmp_path / "nocol.csv").write_text("utterance,category\nx,neutral\n")
     with pytest.raises(InputError, match="needs a 'text'"):
         read_labels(tmp_path / "nocol.csv")
+    (tmp_path / "labels.txt").write_text("text,category\nx,neutral\n")
+    with pytest.raises(InputError, match=r"unsupported labels file type '\.txt'"):
+        read_labels(tmp_path / "labels.txt")
     with pytest.raises(ConfigError, match="cannot load embedding model"):
         Embedder(str(tmp_path / "no-such-model")).embed(pl.Series(["x"]))
 

@@ -219,6 +219,19 @@ def _distill_logs(tmp_path: Path, n: int = 90) -> Path:
     return path
 
 
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".tsv", ".jsonl", ".json"])
+def test_fit_auto_kind_reads_the_columns_of_every_table_format(tmp_path, suffix):
+    from dsatkit.commands.detectors import _kind_of_labels
+
+    bare = pl.DataFrame({"text": ["that's wrong", "thanks"], "category": ["negative_feedback", "neutral"]})
+    exchanges = bare.with_columns(response=pl.lit("an answer"))
+    for frame, kind in ((bare, "exemplar"), (exchanges, "learned")):
+        path = tmp_path / f"{kind}{suffix}"
+        {".parquet": frame.write_parquet, ".csv": frame.write_csv, ".jsonl": frame.write_ndjson,
+         ".json": frame.write_json, ".tsv": lambda p, f=frame: f.write_csv(p, separator="\t")}[suffix](path)
+        assert _kind_of_labels(path) == kind
+
+
 def test_distill_dry_run_plans_without_calling(tmp_path):
     logs = _distill_logs(tmp_path)
     with OpenAIServer(_rule_judge) as srv:

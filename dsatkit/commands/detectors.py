@@ -64,12 +64,11 @@ def _kind_of_labels(labels: Path) -> str:
     """exemplar for a table of bare labelled turns (a `text` column and no `response`), else learned."""
     import polars as pl
 
-    readers = {".parquet": pl.read_parquet_schema, ".csv": lambda p: pl.read_csv(p, n_rows=1).columns,
-               ".tsv": lambda p: pl.read_csv(p, n_rows=1, separator="\t").columns,
-               ".jsonl": lambda p: pl.read_ndjson(p, n_rows=1).columns}
+    from dsatkit.tables import table_columns
+
     try:
-        cols = set(readers[labels.suffix](labels)) if labels.suffix in readers else set()
-    except (pl.exceptions.PolarsError, OSError):
+        cols = set(table_columns(labels))
+    except (KeyError, pl.exceptions.PolarsError, OSError):
         cols = set()  # the reader of the chosen kind reports what is wrong with the file
     return "exemplar" if "text" in cols and "response" not in cols else "learned"
 

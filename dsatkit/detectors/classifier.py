@@ -20,6 +20,7 @@ import polars as pl
 
 from dsatkit.detectors import directory
 from dsatkit.errors import ConfigError, InputError, first_line
+from dsatkit.tables import READERS, read_table
 from dsatkit.taxonomy import POLARITY
 
 NEUTRAL = "neutral"
@@ -64,19 +65,11 @@ def read_labels(path: str | Path) -> pl.DataFrame:
         raise InputError(
             f"labels file not found: {p}", "pass a parquet/jsonl/csv file of labelled feedback turns"
         )
+    if p.suffix not in READERS:
+        raise InputError(f"{p}: unsupported labels file type {p.suffix!r}",
+                         "use .parquet, .jsonl, .json, .csv or .tsv")
     try:
-        if p.suffix == ".parquet":
-            df = pl.read_parquet(p)
-        elif p.suffix in (".jsonl", ".ndjson"):
-            df = pl.read_ndjson(p)
-        elif p.suffix == ".json":
-            df = pl.read_json(p)
-        elif p.suffix in (".csv", ".tsv"):
-            df = pl.read_csv(p, separator="\t" if p.suffix == ".tsv" else ",")
-        else:
-            raise InputError(
-                f"{p}: unsupported labels file type {p.suffix!r}", "use .parquet, .jsonl, .json or .csv"
-            )
+        df = read_table(p)
     except (pl.exceptions.PolarsError, OSError) as e:
         raise InputError(f"{p}: cannot read labels: {first_line(e)}") from None
     text_col = next((c for c in ("text", "feedback") if c in df.columns), None)

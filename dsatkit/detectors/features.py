@@ -130,9 +130,6 @@ LENGTHS = ("log_feedback_chars", "log_request_chars", "log_response_chars", "fee
            "feedback_is_long", "ends_with_question")
 _LEX_CATEGORIES = tuple(sorted(POLARITY))
 LEXICAL = ("lexical_score", "lexical_dsat", "lexical_sat", *(f"lexical_{c}" for c in _LEX_CATEGORIES))
-_SERIES_NUMBER = (r"(?:step|part|chapter|section|day|week|module|lesson|unit|episode|scene|slide|page|question|"
-                  r"task|exercise|problem|item|point|level|stage|phase|round|paragraph|article|email|post|verse|"
-                  r"act|제|第)\s*(?:#|no\.?\s*)?(\d+)")
 
 
 def clean(text: pl.Expr, cues: dict[str, str]) -> pl.Expr:
@@ -150,6 +147,12 @@ def _overlap(a: sp.csr_matrix, b: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray
     na, nb = np.diff(a.indptr).astype(float), np.diff(b.indptr).astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (np.nan_to_num(shared / np.sqrt(na * nb)), np.nan_to_num(shared / na), np.nan_to_num(shared / nb))
+
+
+def series_number(text: pl.Expr, series: str) -> pl.Expr:
+    """The number of the first step, part, chapter, ... that `text` names (the `series` cue's match):
+    "step 10" -> 10; null when it names none or without a number ("the next part")."""
+    return text.str.extract(f"({series})", 1).str.extract(r"(\d+)", 1).cast(pl.Int64, strict=False)
 
 
 def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
@@ -181,8 +184,7 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
     cue_cols |= {f"cue_{name}": pl.col("fol").str.contains(rx).fill_null(False).cast(pl.Float32)
                  for name, rx in cues.items() if name.startswith("followup_")}
     cue_cols["cue_error"] = fb.str.slice(0, 3000).str.count_matches(cues["error"]).clip(0, 5).cast(pl.Float32)
-    fb_num = head.str.extract(_SERIES_NUMBER, 1).cast(pl.Int64, strict=False)
-    req_num = pl.col("req").str.extract(_SERIES_NUMBER, 1).cast(pl.Int64, strict=False)
+    fb_num, req_num = (series_number(t, cues["series"]) for t in (head, pl.col("req")))
     frame = base.with_columns(head=head, **cue_cols).with_columns(
         series_moves_on=((fb_num > req_num) & (fb_num <= req_num + 3)).fill_null(False).cast(pl.Float32),
         repeats_request=((pl.col("req").str.len_chars() >= 12)
