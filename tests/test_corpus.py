@@ -47,8 +47,12 @@ def test_the_split_is_by_original_conversation_and_stable():
     assert sharegpt.split_of("abc_0") == sharegpt.split_of("abc_7") == sharegpt.split_of("abc")
     frame = sharegpt.labelled()
     assert frame.group_by("base_id").agg(pl.col("split").n_unique())["split"].max() == 1
-    share = (frame["split"] == "heldout").mean()
-    assert 0.15 < share < 0.25
+    # a fifth of the ids, and of the rounds that drew from both splits (round 5 drew from train only)
+    ids = pl.Series([f"c{i}" for i in range(20_000)]).map_elements(sharegpt.split_of, return_dtype=pl.String)
+    assert 0.18 < (ids == "heldout").mean() < 0.22
+    both_splits = frame.filter(~pl.col("annotator").str.starts_with("annotator-r5-"))
+    assert 0.15 < (both_splits["split"] == "heldout").mean() < 0.25
+    assert set(frame.filter(pl.col("annotator").str.starts_with("annotator-r5-"))["split"]) == {"train"}
 
 
 def test_every_committed_label_finds_its_exchange():
@@ -62,3 +66,14 @@ def test_every_committed_label_finds_its_exchange():
     # a label is one annotator's; the second reading of an item is another annotator's
     both = twice.join(first, on=["conversation_id", "response_turn"], suffix="_first")
     assert (both["annotator"] != both["annotator_first"]).all()
+
+
+def test_the_uncertain_round_is_train_split_only_and_apart_from_the_uniform_labels():
+    labels = sharegpt.read_labels(sharegpt.UNCERTAIN_LABELS)
+    frame = sharegpt.labelled(sharegpt.UNCERTAIN_LABELS)
+    assert frame.height == labels.filter(pl.col("pass") == 1).height >= 2000
+    assert set(frame["split"]) == {"train"}  # the held-out split stays as the uniform rounds drew it
+    key = ["conversation_id", "response_turn"]
+    assert labels.join(sharegpt.read_labels(), on=key, how="semi").height == 0
+    both = labels.filter(pl.col("pass") == 2).join(labels.filter(pl.col("pass") == 1), on=key, suffix="_first")
+    assert both.height >= 100 and (both["annotator"] != both["annotator_first"]).all()

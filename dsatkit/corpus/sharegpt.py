@@ -106,6 +106,12 @@ LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels.csv"
 (1: the label of record; 2: a second, independent reading of a subset, for agreement)."""
 
 
+UNCERTAIN_LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels_uncertain.csv"
+"""A later round, same columns, drawn from the train split where the learned detector was unsure
+(`bench/real/sample_uncertain.py`): not a uniform sample, so it trains but never scores (see
+`dsatkit.detectors.train`)."""
+
+
 def read_labels(path: str | Path = LABELS) -> pl.DataFrame:
     """The committed label rows (every pass)."""
     return pl.read_csv(path, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
