@@ -152,6 +152,24 @@ def test_extra_rows_train_every_fold_but_are_never_scored():
 
     only_extra = np.setdiff1d(featurise(extra, helped.spec).indices, featurise(base, helped.spec).indices)
     assert helped.dsat.coef[:, only_extra].nnz > 0 and alone.dsat.coef[:, only_extra].nnz == 0
+    # extra rows of several kinds, weighted and not (as `train` joins the unsure round and the exemplars)
+    unweighted = labelled_set(9, seed=1).drop("weight", strict=False).with_columns(group=pl.format("u{}", "group"))
+    mixed = pl.concat([unweighted, extra], how="diagonal_relaxed")
+    assert fit(base, folds=3, c_grid=(1.0,), extra=mixed).info["trained_on"]["extra"]["rows"] == 13
+
+
+def test_an_extra_row_stays_out_of_the_folds_that_score_its_conversation():
+    from dsatkit.detectors.learned import fit_splits
+
+    y = np.array(["dsat", "neutral"] * 6)
+    groups = np.array([f"c{i // 2}" for i in range(12)] + ["c0", "c3", "elsewhere"], dtype=object)
+    splits = fit_splits(y, groups, 3, seed=0)
+    assert sorted(np.concatenate([test for _, test in splits])) == list(range(12))  # only scored rows are tested
+    for train, test in splits:
+        tested = set(groups[test])
+        assert 14 in train  # a conversation no scored row has: every training fold
+        assert (12 in train) == ("c0" not in tested) and (13 in train) == ("c3" not in tested)
+        assert not set(groups[train]) & tested
 
 
 def test_fit_rejects_labels_it_cannot_learn_from():

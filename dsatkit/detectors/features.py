@@ -43,7 +43,10 @@ FEEDBACK_CHARS = 400
 """The feedback's opening that the text features read (a long turn is mostly pasted material)."""
 CONTEXT_CHARS = 600
 """How much of the request, and of the response's opening and ending, the relation features read."""
-CHAR_BITS, WORD_BITS, OPENING_BITS, FOLLOWUP_BITS = 18, 17, 16, 16
+CHAR_BITS, WORD_BITS, OPENING_BITS, FOLLOWUP_BITS, CONTEXT_BITS = 18, 17, 16, 16, 15
+REQUEST_HEAD_CHARS, RESPONSE_END_CHARS = 150, 200
+"""What the context n-grams read: the request's opening (what kind of task: a story, code, a list) and
+the response's ending (how the answer closed: a question back, an offer, a cut-off)."""
 FOLLOWUP_CHARS = 150
 """The opening of the assistant's turn after the feedback that the features read: an assistant that
 answers a repair says so first ("I apologize for the confusion", "You're right")."""
@@ -73,6 +76,9 @@ class FeatureSpec:
     feedback_chars: int = FEEDBACK_CHARS
     opening_chars: int = OPENING_CHARS
     cues_version: str = ""
+    context_bits: int = 0
+    """Hashed word n-grams of the request's opening and the response's ending (0: none, as in models
+    fitted before they existed; `fit` uses CONTEXT_BITS)."""
 
     @cached_property
     def cues(self) -> dict[str, str]:
@@ -102,6 +108,11 @@ class FeatureSpec:
                                  alternate_sign=False, norm="l2", lowercase=False, token_pattern=r"(?u)\b\w+\b")
 
     @cached_property
+    def context_vectoriser(self) -> HashingVectorizer:
+        return HashingVectorizer(analyzer="word", ngram_range=(1, 2), n_features=2**self.context_bits,
+                                 alternate_sign=False, norm="l2", lowercase=False, token_pattern=r"(?u)\b\w+\b")
+
+    @cached_property
     def similarity_vectoriser(self) -> HashingVectorizer:
         """Sets of words (binary, unnormalised), for the feedback's closeness to the request and response
         (cheap: a repeat or a quote shares words; character n-grams cost 6x more here)."""
@@ -120,7 +131,7 @@ class FeatureSpec:
     @property
     def width(self) -> int:
         return (2**self.char_bits + 2**self.word_bits + 2 * 2**self.opening_bits + 2**self.followup_bits
-                + len(self.dense_names))
+                + (2 * 2**self.context_bits if self.context_bits else 0) + len(self.dense_names))
 
 
 RELATIONS = ("sim_request", "sim_response_head", "sim_response_tail", "feedback_in_request", "request_in_feedback",
@@ -187,6 +198,8 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
     fb_num, req_num = (series_number(t, cues["series"]) for t in (head, pl.col("req")))
     frame = base.with_columns(head=head, **cue_cols).with_columns(
         series_moves_on=((fb_num > req_num) & (fb_num <= req_num + 3)).fill_null(False).cast(pl.Float32),
+        req_head=pl.col("req").fill_null("").str.slice(0, REQUEST_HEAD_CHARS),
+        resp_end=pl.col("resp_tail").str.slice(-RESPONSE_END_CHARS),
         repeats_request=((pl.col("req").str.len_chars() >= 12)
                          & head.str.starts_with(pl.col("req").str.slice(0, 200))).cast(pl.Float32),
         response_has_code=pl.col("resp_code").cast(pl.Float32),
@@ -217,8 +230,11 @@ def featurise(exchanges: pl.DataFrame, spec: FeatureSpec) -> sp.csr_matrix:
     sims["sim_response_tail"], *_ = _overlap(near, words.transform(frame["resp_tail"].to_list()))
     frame = frame.with_columns(**{k: pl.Series(v, dtype=pl.Float32) for k, v in sims.items()})
     frame = frame.hstack(_lexical(exchanges, spec))
+    context = []
+    if spec.context_bits:
+        context = [spec.context_vectoriser.transform(frame[c].to_list()) for c in ("req_head", "resp_end")]
     dense = frame.select(spec.dense_names).cast(pl.Float32).fill_null(0.0).to_numpy()
-    return sp.hstack([chars, word_grams, opening_chars, opening_words, followup_words, sp.csr_matrix(dense)],
+    return sp.hstack([chars, word_grams, opening_chars, opening_words, followup_words, *context, sp.csr_matrix(dense)],
                      format="csr", dtype=np.float32)
 
 

@@ -14,6 +14,7 @@ weight zero and are not stored). No pickle: a detector directory is safe to shar
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +26,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from dsatkit.detectors import Detector, directory
-from dsatkit.detectors.features import CUES_PATH, FeatureSpec, featurise
+from dsatkit.detectors.features import CONTEXT_BITS, CUES_PATH, FeatureSpec, featurise
 from dsatkit.errors import InputError
 from dsatkit.schema import DETECTIONS, conform
 from dsatkit.taxonomy import POLARITY
@@ -124,10 +125,7 @@ class LearnedModel:
         meta = {
             "kind": KIND,
             "format": FORMAT_VERSION,
-            "features": {"char_bits": self.spec.char_bits, "word_bits": self.spec.word_bits,
-                         "opening_bits": self.spec.opening_bits, "followup_bits": self.spec.followup_bits,
-                         "feedback_chars": self.spec.feedback_chars,
-                         "opening_chars": self.spec.opening_chars, "cues_version": self.spec.cues_version},
+            "features": dataclasses.asdict(self.spec),
             "models": meta_models,
             "calibration": list(self.calibration),
             "threshold": self.threshold,
@@ -238,7 +236,7 @@ def _platt(logit: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def check_labelled(frame: pl.DataFrame) -> pl.DataFrame:
     """Validate a labelled exchanges frame: feedback, label (dsat/sat/neutral), optional request, response,
-    category, group, weight. Returns it with the optional columns filled."""
+    category, group, weight (a null weight counts 1). Returns it with the optional columns filled."""
     missing = {"feedback", "label"} - set(frame.columns)
     if missing:
         raise InputError(f"labelled exchanges need columns feedback and label; missing {sorted(missing)}",
@@ -252,7 +250,7 @@ def check_labelled(frame: pl.DataFrame) -> pl.DataFrame:
         "group": pl.int_range(pl.len()).cast(pl.String), "weight": pl.lit(1.0),
     }
     return frame.with_columns(**{k: v for k, v in fills.items() if k not in frame.columns}).with_columns(
-        pl.col("category").cast(pl.String), pl.col("weight").cast(pl.Float64), pl.col("group").cast(pl.String))
+        pl.col("category").cast(pl.String), pl.col("weight").cast(pl.Float64).fill_null(1.0), pl.col("group").cast(pl.String))
 
 
 def read_labelled(path: str | Path) -> pl.DataFrame:
@@ -276,6 +274,18 @@ def hide_followups(labelled: pl.DataFrame, share: float, seed: int) -> pl.DataFr
     return labelled.with_columns(followup=pl.when(pl.Series(hidden)).then(None).otherwise(pl.col("followup")))
 
 
+def fit_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) per fold. The scored rows are the first `len(y)` of `groups` (one group per
+    row, e.g. its conversation), split by StratifiedGroupKFold on `y`; the rows after them (`extra`) join
+    every training fold except those whose test rows hold their group."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n = len(y)
+    extra = np.arange(n, len(groups))
+    return [(np.concatenate([train, extra[~np.isin(groups[extra], groups[test])]]), test) for train, test in
+            StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(np.zeros(n), y, groups[:n])]
+
+
 def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
         spec: FeatureSpec | None = None, progress=None, hidden_followups: float = HIDDEN_FOLLOWUPS,
         extra: pl.DataFrame | None = None) -> LearnedModel:
@@ -285,19 +295,21 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     calibration and the thresholds; the final model is fitted on every row. A `hidden_followups` share
     of the rows is fitted without its followup (`hide_followups`). `extra` rows (e.g. short labelled
     turns in languages the logs lack) join every training fold and the final fit but are never scored:
-    the calibration, thresholds and figures come from `labelled` alone."""
+    the calibration, thresholds and figures come from `labelled` alone. An `extra` row with the `group` of
+    a scored row (another exchange of the same conversation) stays out of the training folds that score
+    that group, as a scored row would."""
     from sklearn.metrics import average_precision_score
-    from sklearn.model_selection import StratifiedGroupKFold
 
     labelled = check_labelled(labelled)
     n_scored = labelled.height
     if extra is not None:
-        labelled = pl.concat([labelled, check_labelled(extra).with_columns(group=pl.format("extra:{}", "group"))],
-                             how="diagonal_relaxed")
+        if "group" not in extra.columns:  # each its own group, apart from the scored rows' numbered ones
+            extra = extra.with_columns(group=pl.format("extra:{}", pl.int_range(pl.len())))
+        labelled = pl.concat([labelled, check_labelled(extra)], how="diagonal_relaxed")
     unknown = set(labelled["category"].drop_nulls()) - set(POLARITY)
     if unknown:
         raise InputError(f"unknown category {min(unknown)!r}", f"use one of: {', '.join(sorted(POLARITY))}")
-    spec = spec or FeatureSpec(cues_version=cues_version())
+    spec = spec or FeatureSpec(context_bits=CONTEXT_BITS, cues_version=cues_version())
     labelled = hide_followups(labelled, hidden_followups, seed)
     x = featurise(labelled, spec)
     y_all = labelled["label"].to_numpy()
@@ -306,12 +318,11 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     if is_dsat.sum() < 2 or (~is_dsat).sum() < 2:
         raise InputError("labels need at least 2 dsat rows and 2 other rows to fit a detector")
     w = labelled["weight"].to_numpy()
-    groups = labelled["group"].to_numpy()[:n_scored]
+    all_groups = labelled["group"].to_numpy()
+    groups = all_groups[:n_scored]
     scale = _column_scale(x, spec)
     n_folds = min(folds, int(is_dsat.sum()), int((~is_dsat).sum()), len(np.unique(groups)))
-    always = np.arange(n_scored, len(y_all))  # extra rows: in every training fold
-    splits = [(np.concatenate([train, always]), test) for train, test in
-              StratifiedGroupKFold(n_folds, shuffle=True, random_state=seed).split(x[:n_scored], y, groups)]
+    splits = fit_splits(y, all_groups, n_folds, seed)
 
     def out_of_fold(target_all: np.ndarray, c: float) -> np.ndarray:
         oof = np.zeros(n_scored)

