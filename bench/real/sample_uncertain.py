@@ -1,4 +1,4 @@
-"""Draw the exchanges of a labelling round aimed at where the learned detector is unsure (rounds 3, 4).
+"""Draw the exchanges of a labelling round aimed at where the learned detector is unsure (rounds 3, 4, 6).
 
     python bench/real/sample_uncertain.py --reserved ../shared/eval/reserved-sharegpt-ids.txt \
         --n 2400 --double 160 --slices 8 -o /tmp/label-r3
@@ -6,6 +6,9 @@
     python bench/real/sample_uncertain.py --reserved ../shared/eval/reserved-sharegpt-ids.txt \
         --model /tmp/learned-r3 --n 4000 --double 160 --low 0.1 --high 0.6 --per-conversation 3 \
         --prefix v --seed 20261206 -o /tmp/label-r4
+    python bench/real/sample_uncertain.py --reserved ../shared/eval/reserved-sharegpt-ids.txt \
+        --n 3200 --double 160 --low 0.1 --high 0.6 --per-conversation 3 --prefix y --seed 20261208 \
+        -o /tmp/label-r6                                      # with the model of rounds 1-5 (commit f3233d1)
 
 Candidates: answered exchanges of the *train* split (the held-out 20% stays as it was) that no earlier
 round drew (neither the uniform rounds nor earlier unsure ones). Each is scored by the learned model
