@@ -107,8 +107,8 @@ LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels.csv"
 
 
 UNCERTAIN_LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels_uncertain.csv"
-"""A later round, same columns, drawn from the train split where the learned detector was unsure
-(`bench/real/sample_uncertain.py`): not a uniform sample, so it trains but never scores (see
+"""Later rounds (3, 4, 6), same columns, drawn from the train split where the learned detector was
+unsure (`bench/real/sample_uncertain.py`): not a uniform sample, so they train but never score (see
 `dsatkit.detectors.train`)."""
 
 

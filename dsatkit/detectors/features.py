@@ -12,6 +12,8 @@ What the user's next turn says, read in the light of what it answers:
   quote of it), as cosine and containment both ways of their word sets; whether a series number moved
   on.
 - the lexical cue table's verdict (`LexicalDetector`) as features: its score and category;
+- context (`FeatureSpec.context_bits`): hashed word n-grams of the request's opening (what kind of task)
+  and of the response's ending (how the answer closed: a question back, an offer, a cut-off);
 - what came next: the opening of the assistant's turn after the feedback (`followup`: an assistant
   that answers a repair owns the mistake first, "I apologize for the confusion", "you're right"), as
   hashed word n-grams and an apology cue; absent when the conversation ends at the feedback (the model
