@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from dsatkit.cache import Cache
     from dsatkit.config import MineConfig
+    from dsatkit.logs import LogBatch
     from dsatkit.logs.files import Found
     from dsatkit.stages import StageStats
-    from dsatkit.stages.flow import MineCounts
+    from dsatkit.stages.flow import MineCounts, MineStages
     from dsatkit.store import RunWriter
 
 
@@ -111,37 +112,49 @@ class LocalExecutor:
 
     def run(self, job: MineJob) -> None:
         from dsatkit.progress import progress
-        from dsatkit.stages.flow import MineStages, mine_batch
-
-        timer, writer = job.timer, job.writer
-
-        def emit(tables: list) -> None:
-            with timer("store"):  # each table goes to the writer as soon as it is ready: its lanes
-                writer.append_many(tables)  # then keep busy through the batch
+        from dsatkit.stages.flow import MineStages
 
         if self._batches is None:
             self.start(job.found, job.config)
-        batches = self._batches
+        batches, timer = self._batches, job.timer
+
+        def read() -> Iterator[LogBatch]:
+            """The batches, each wait for the reader thread timed as 'read'."""
+            while True:
+                with timer("read"):
+                    batch = next(batches, None)
+                if batch is None:
+                    return
+                yield batch
+
         try:
             stages = MineStages.from_config(job.config, job.cache)  # while the first batch is read
             with progress() as bar:
                 task = bar.add_task("mining", total=None, unit="conversations")
-                while True:
-                    with timer("read"):
-                        batch = next(batches, None)
-                    if batch is None:
-                        break
-                    # the turns go to the store at once, to be written while the batch is mined
-                    emit([("turns", batch.turns), ("quarantine", batch.quarantine)])
-                    job.counts.add_read(batch.rows_read, batch.conversations, batch.turns, batch.quarantine,
-                                        batch.source_file)
-                    mined = mine_batch(batch.turns, stages, emit)
-                    job.counts.add(mined.counts)
-                    bar.update(task, advance=batch.conversations)
-                    del batch, mined  # none of a batch's frames outlive it: only the writer holds them
+                mine_into_store(job, read(), stages, job.counts, lambda n: bar.update(task, advance=n))
         finally:
             self.close()
         job.add_stats(stages.take_stats(), {s.name: s.label for s in stages.all()})
+
+
+def mine_into_store(job: MineJob, batches: Iterable[LogBatch], stages: MineStages, counts: MineCounts,
+                    mined: Callable[[int], None] | None = None) -> None:
+    """Mine `batches` with `stages` into `job.writer`, adding to `counts`; `mined` is told each batch's
+    conversations once it is mined. Each table goes to the writer as soon as it is ready (the turns
+    first, to be written while the batch is mined), so the writer's lanes keep busy through the batch."""
+    from dsatkit.stages.flow import mine_batch
+
+    def emit(tables: list) -> None:
+        with job.timer("store"):
+            job.writer.append_many(tables)
+
+    for batch in batches:
+        emit([("turns", batch.turns), ("quarantine", batch.quarantine)])
+        counts.add_read(batch.rows_read, batch.conversations, batch.turns, batch.quarantine, batch.source_file)
+        counts.add(mine_batch(batch.turns, stages, emit).counts)
+        if mined is not None:
+            mined(batch.conversations)
+        del batch  # none of a batch's frames outlive it: only the writer holds them
 
 
 def executor_for(config: MineConfig) -> Executor:

@@ -510,21 +510,15 @@ class RayExecutor:
 
     def _mine_here(self, job: MineJob, path: str) -> int:
         """Read and mine one input file in this process, with the ids seen before it, into the store."""
+        from dsatkit.executors import mine_into_store
         from dsatkit.logs import LogReader
         from dsatkit.logs.files import Found
-        from dsatkit.stages.flow import MineCounts, MineStages, mine_batch
+        from dsatkit.stages.flow import MineCounts, MineStages
 
         if self._stages is None:
             self._stages = MineStages.from_config(job.config, job.cache)
         counts = MineCounts()
-        for batch in LogReader(Found([path]), job.config.read, seen=self._seen):
-            counts.add_read(batch.rows_read, batch.conversations, batch.turns, batch.quarantine, batch.source_file)
-            with job.timer("store"):
-                job.writer.append_many([("turns", batch.turns), ("quarantine", batch.quarantine)])
-            mined = mine_batch(batch.turns, self._stages)
-            counts.add(mined.counts)
-            with job.timer("store"):
-                job.writer.append_many([(name, mined.tables[name]) for name in STORE_ORDER[2:]])
+        mine_into_store(job, LogReader(Found([path]), job.config.read, seen=self._seen), self._stages, counts)
         job.counts.add(counts)
         job.add_stats(self._stages.take_stats(), {s.name: s.label for s in self._stages.all()})
         job.driver_files.append(path)
