@@ -58,9 +58,13 @@ class Cache:
         """What the lookups read for the cache table `name` (a worker's cache adds its snapshot)."""
         return name
 
+    def _holds(self, table: str) -> bool:
+        """Whether the cache table `table` (of this connection, not a snapshot) has a row."""
+        return self.con.execute(f"select exists (from {table})").fetchall()[0][0]
+
     def has_entries(self) -> bool:
         with self._lock:
-            return any(self.con.execute(f"select exists (from {t})").fetchall()[0][0] for t in TABLES)
+            return any(self._holds(t) for t in TABLES)
 
     def snapshot(self, path: Path) -> None:
         """A copy of the cache file at `path`, for other processes to read (DuckDB lets one process
@@ -134,6 +138,6 @@ class WorkerCache(Cache):
         """Write the entries added since the last flush to `directory` (one parquet file per table)."""
         with self._lock:
             for table in TABLES:
-                if self.con.execute(f"select exists (from {table})").fetchall()[0][0]:
+                if self._holds(table):
                     self.con.execute(f"copy {table} to '{directory / f'{table}.parquet'}' (format parquet)")
                     self.con.execute(f"delete from {table}")
