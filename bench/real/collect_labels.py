@@ -5,6 +5,13 @@
     python bench/real/collect_labels.py /tmp/label-r4/items.csv /tmp/label-r4 --annotator annotator-r4- \
         -o dsatkit/corpus/data/sharegpt_v3_labels_uncertain.csv --append
 
+A round that reads exchanges labelled before once more (round 9: the held-out split read twice again, by
+two new annotators per item) joins with `--reread`: its readings take the pass numbers after the
+highest each exchange has, and the labels of record (pass 1) stay as they were:
+
+    python bench/real/collect_labels.py /tmp/h-items.csv /tmp/label-h --annotator annotator-h- \
+        -o dsatkit/corpus/data/sharegpt_v3_labels.csv --reread
+
 In: the round's `items.csv` (from `sample_for_labelling.py` / `sample_uncertain.py`) and one
 `labels-K.csv` per slice K (item_id, label, category, confidence, note), written by the annotator of
 slice K. Out: conversation_id, response_turn, label, category, confidence, annotator, pass (1: the item's
@@ -57,15 +64,23 @@ def main() -> None:
     ap.add_argument("--annotator", required=True, help="annotator name prefix; the slice number follows")
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--append", action="store_true", help="add to the labels already in --out (a later round)")
+    ap.add_argument("--reread", action="store_true",
+                    help="the round read exchanges that --out labels already: add its readings as further passes")
     a = ap.parse_args()
     rows = collect(a.items, a.label_dir, a.annotator)
     # a neutral or sat label has no dsat category; neutral has none at all
     rows = rows.with_columns(category=pl.when(pl.col("label") == "neutral").then(pl.lit("")).otherwise("category"))
     out = rows.select("conversation_id", "response_turn", "label", "category", "confidence", "annotator", "pass")
-    if a.append and a.out.exists():  # a later round joins the file of the earlier ones
+    key = ["conversation_id", "response_turn"]
+    if (a.append or a.reread) and a.out.exists():  # a later round joins the file of the earlier ones
         before = pl.read_csv(a.out, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
-        if before.join(out, on=["conversation_id", "response_turn"], how="semi").height:
-            raise SystemExit(f"{a.out} has labels of this round's exchanges already")
+        known = before.group_by(key).agg(last=pl.col("pass").max())
+        if a.reread:
+            if out.join(known, on=key, how="anti").height:
+                raise SystemExit(f"--reread: {out.join(known, on=key, how='anti').height} exchanges have no label in {a.out}")
+            out = out.join(known, on=key).with_columns(pl.col("pass") + pl.col("last")).drop("last")
+        elif out.join(known, on=key, how="semi").height:
+            raise SystemExit(f"{a.out} has labels of this round's exchanges already (a second reading: --reread)")
         out = pl.concat([before, out.with_columns(pl.col("category").fill_null(""))], how="vertical_relaxed")
     out.sort("conversation_id", "response_turn", "pass").write_csv(a.out)
     first = rows.filter(pl.col("pass") == 1)

@@ -48,7 +48,7 @@ def main() -> None:
     ap.add_argument("-o", "--out", type=Path, required=True)
     a = ap.parse_args()
     ex = sharegpt.exchanges(reserved=a.reserved).filter(pl.col("split") == "train")
-    for drawn in (sharegpt.LABELS, sharegpt.UNCERTAIN_LABELS):
+    for drawn in (sharegpt.LABELS, sharegpt.UNCERTAIN_LABELS, sharegpt.LATER_LABELS):
         if drawn.exists():
             ex = ex.join(sharegpt.read_labels(drawn), on=["conversation_id", "response_turn"], how="anti")
     score = LearnedModel.load(a.model).predict(ex)["score"]

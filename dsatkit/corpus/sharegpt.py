@@ -102,19 +102,39 @@ def exchanges(
 
 
 LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels.csv"
-"""The project's labels: conversation_id, response_turn, label, category, confidence, annotator, pass
-(1: the label of record; 2: a second, independent reading of a subset, for agreement)."""
+"""The uniform sample of the logs (rounds 1-2: at most two exchanges per conversation, every language
+with a floor): the held-out split, and the train rows that score the cross-validation. Columns:
+conversation_id, response_turn, label, category, confidence, annotator, pass (1: the label of record;
+2 and up: further independent readings: a subset of each round, for agreement, and every held-out
+exchange read twice more in round 9, for `majority_labels`)."""
 
 
 UNCERTAIN_LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels_uncertain.csv"
-"""Later rounds (3, 4, 6), same columns, drawn from the train split where the learned detector was
-unsure (`bench/real/sample_uncertain.py`): not a uniform sample, so they train but never score (see
+"""Rounds 3, 4 and 6, same columns, drawn from the train split where the learned detector was unsure
+(`bench/real/sample_uncertain.py`): not a uniform sample, so they train but never score (see
 `dsatkit.detectors.train`)."""
+
+LATER_LABELS = Path(__file__).parent / "data" / "sharegpt_v3_labels_later.csv"
+"""Rounds 5, 7 and 8, same columns, drawn uniformly (`bench/real/sample_for_labelling.py --split train`)
+from the train-split exchanges that no earlier round had drawn. The unsure rounds had taken most of the
+exchanges the detector found hard, so these are easier than the logs (out-of-fold DSAT AP ~0.82, against
+~0.67 on rounds 1-2): they train but never score, as the unsure ones do."""
 
 
 def read_labels(path: str | Path = LABELS) -> pl.DataFrame:
     """The committed label rows (every pass)."""
     return pl.read_csv(path, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
+
+
+def majority_labels(labels: str | Path = LABELS, min_readings: int = 3) -> pl.DataFrame:
+    """conversation_id, response_turn, readings, majority: for each exchange read at least `min_readings`
+    times, the label most of its readings gave (a tie goes to the label of record, pass 1)."""
+    rows = read_labels(labels)
+    key = ["conversation_id", "response_turn"]
+    votes = rows.group_by(*key, "label").agg(n=pl.len(), of_record=(pl.col("pass") == 1).any())
+    return (votes.sort("n", "of_record", descending=True).group_by(key, maintain_order=True)
+            .agg(readings=pl.col("n").sum(), majority=pl.col("label").first())
+            .filter(pl.col("readings") >= min_readings).sort(key))
 
 
 def labelled(

