@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from dsatkit.config import MineConfig
 from dsatkit.detectors import Detector, register_detector
 from dsatkit.executors.ray import CLAIMS, DONE, DRIVER, PARTS_DIR, FileMiner, claim
-from dsatkit.pipeline import mine
+from dsatkit.pipeline import MineResult, mine
 from dsatkit.schema import DETECTIONS, conform
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need ray: pip install 'dsatkit[ray]'")
@@ -72,15 +72,19 @@ def shards(tmp_path: Path, n: int, files: int) -> list[Path]:
 
 def assert_same_store(a, b) -> None:
     """Every table of two runs holds the same rows in the same order (both executors write the input
-    files' batches in input order), and so every view the same rows."""
+    files' batches in input order), and so every view the same rows; their summaries agree."""
+    assert_same_tables(a, b)
+    skip = {"run_id", "timings_s", "detectors", "resumed_files", "driver_files"}
+    assert a.summary.model_dump(exclude=skip) == b.summary.model_dump(exclude=skip)
+
+
+def assert_same_tables(a, b) -> None:
     for name in TABLES:
         left, right = a.table(name), b.table(name)
         if name in VIEWS:  # a join: its row order is DuckDB's, run to run
             left, right = left.sort("exchange_id"), right.sort("exchange_id")
         assert left.height == right.height, name
         assert left.equals(right), name
-    skip = {"run_id", "timings_s", "detectors", "resumed_files", "driver_files"}
-    assert a.summary.model_dump(exclude=skip) == b.summary.model_dump(exclude=skip)
 
 
 def config(executor: str, **kw) -> MineConfig:
@@ -116,7 +120,7 @@ def test_the_ray_executor_says_which_input_file_failed(tmp_path, ray_cluster):
 _KILLED_DRIVER = """
 import sys
 from dsatkit.config import MineConfig
-from dsatkit.pipeline import mine
+from dsatkit.pipeline import MineResult, mine
 mine(sys.argv[1:-1], sys.argv[-1], MineConfig(detectors=["lexical"], executor="ray",
      ray={"num_cpus": 2, "workers": 1, "object_store_mb": 128, "driver_mines": False}))
 """
@@ -252,6 +256,36 @@ def test_a_file_the_driver_claimed_is_left_to_it_and_a_dead_workers_claim_is_tak
     miner.mine_file(str(FIXTURES / "openai.jsonl"), "b")
     done = json.loads((parts / "b" / DONE).read_text())
     assert done["counts"]["conversations"] > 0 and list((parts / "b").glob("*.turns.arrow"))
+
+
+def test_mine_joins_a_cluster_that_ray_start_started(tmp_path):
+    """How a cluster is used: `ray start --head` once, with token authentication (Ray turns it on when
+    the machine has a token), then `dsatkit mine --executor ray --ray-address HOST:PORT`. Without
+    RAY_AUTH_MODE=token the driver sends no token and is refused: one line says what to set."""
+    spec = importlib.util.spec_from_file_location("mine_executors", REPO / "bench" / "mine_executors.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    local = mine([FIXTURES], tmp_path / "local", config("local", read={"skip_bad_files": True}))
+
+    def cli(address: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+        code = textwrap.dedent(f"""
+            from dsatkit.cli import main
+            main(["mine", {str(FIXTURES)!r}, "-o", {str(out)!r}, "--detectors", "lexical", "--skip-bad-files",
+                  "--executor", "ray", "--ray-address", {address!r}])
+        """)
+        return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
+                              env=env)
+
+    with bench.running_cluster(2) as (address, env):
+        done = cli(address, tmp_path / "ray", env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        without_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+        refused = cli(address, tmp_path / "refused", without_token)
+    assert_same_tables(local, MineResult(tmp_path / "ray", local.summary))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    error = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and f"could not reach the Ray cluster at {address}" in error[0]
+    assert "RAY_AUTH_MODE=token" in refused.stderr
 
 
 def test_a_cluster_address_where_nothing_listens_fails_at_once_in_one_line(tmp_path):

@@ -124,6 +124,18 @@ def _check_reachable(address: str) -> None:
                            "or leave it out to start a local cluster") from None
 
 
+def _join_hint() -> str:
+    """What to try when a cluster that listens does not let this process join. `ray start` turns on
+    Ray's token authentication when the machine has a token (~/.ray/auth_token), but a driver given an
+    explicit address sends none unless RAY_AUTH_MODE=token is set, and is refused (Ray retries
+    InvalidAuthToken in silence, then reports a failed connection)."""
+    if os.environ.get("RAY_AUTH_MODE") is None:
+        return ("if the cluster uses token authentication (`ray start` turns it on when ~/.ray/auth_token "
+                "exists), set RAY_AUTH_MODE=token and the cluster's token (~/.ray/auth_token or RAY_AUTH_TOKEN), "
+                "or use --ray-address auto on a node of the cluster")
+    return "check that the cluster is up (`ray status`), or leave out --ray-address for a local one"
+
+
 @contextmanager
 def _quiet(*loggers: str) -> Iterator[None]:
     """Ray's info and warnings that say nothing to a dsatkit user ("Token authentication is enabled",
@@ -311,9 +323,7 @@ class _Cluster(threading.Thread):
                     if local else None,
                 )
         except ConnectionError as e:
-            raise DsatkitError(f"could not reach the Ray cluster at {cfg.address}: {e}",
-                               hint="start it (`ray start --head`) or leave out --ray-address for a local one"
-                               ) from None
+            raise DsatkitError(f"could not reach the Ray cluster at {cfg.address}: {e}", hint=_join_hint()) from None
         self.started_here = True
 
     def _mine(self, job: MineJob, parts: Path, items: list[dict], classes: dict[str, type], gpus: float,
