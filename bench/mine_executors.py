@@ -25,8 +25,9 @@ thread, the local raylet did not come up, 4 times of 4); the first actor is up ~
 imported dsatkit on cores that the driver is using; a worker then mines a 125k-conversation file in
 ~4-5 s where the driver takes ~1.6 s, and the driver ingests a worker's parts at ~1.2 s per file. So on
 one small machine the workers add about what starting them costs, and the driver mines 7 of the 8
-files; the workers-only run shows the executor's own overhead. Measured (local ~10.1 s): Ray 0.58-0.63x
-of local, median 0.60 over 7 runs; workers only 0.40x.
+files; the workers-only run shows the executor's overhead when the workers do everything. Measured
+(3 interleaved rounds, local median 10.86 s): Ray 0.66x (rounds 0.59, 0.66, 0.68), on a running
+cluster 0.72x (0.69, 0.72, 0.75), workers only 0.41x. (The previous stop's single runs: 0.58-0.66x.)
 
 Scale-out. The unit of Ray work is one input file: a worker reads it with dsatkit's reader (so a
 conversation is never split) in batches of `read.batch_rows` conversations (default 50k), mines each
