@@ -27,7 +27,8 @@ imported dsatkit on cores that the driver is using; a worker then mines a 125k-c
 one small machine the workers add about what starting them costs, and the driver mines 7 of the 8
 files; the workers-only run shows the executor's overhead when the workers do everything. Measured
 (3 interleaved rounds, local median 10.86 s): Ray 0.66x (rounds 0.59, 0.66, 0.68), on a running
-cluster 0.72x (0.69, 0.72, 0.75), workers only 0.41x. (The previous stop's single runs: 0.58-0.66x.)
+cluster 0.72x (0.69, 0.72, 0.75), workers only 0.41x; a second bench run: Ray 0.64x (0.62, 0.66,
+0.64), running cluster 0.71x (0.66, 0.77, 0.73), workers only 0.41x. (The previous stop's single runs: 0.58-0.66x.)
 
 Scale-out. The unit of Ray work is one input file: a worker reads it with dsatkit's reader (so a
 conversation is never split) in batches of `read.batch_rows` conversations (default 50k), mines each
