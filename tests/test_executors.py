@@ -48,12 +48,17 @@ def ray_cluster():
         ray.shutdown()
 
 
+def bench(name: str):
+    """The module of the bench script `bench/<name>.py` (bench/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def generate(n: int, path: Path, seed: int) -> Path:
     """n conversations as OpenAI-messages parquet, by bench/mine_throughput.py's generator."""
-    spec = importlib.util.spec_from_file_location("mine_throughput", REPO / "bench" / "mine_throughput.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    bench.generate(n, path, seed=seed)
+    bench("mine_throughput").generate(n, path, seed=seed)
     return path
 
 
@@ -120,7 +125,7 @@ def test_the_ray_executor_says_which_input_file_failed(tmp_path, ray_cluster):
 _KILLED_DRIVER = """
 import sys
 from dsatkit.config import MineConfig
-from dsatkit.pipeline import MineResult, mine
+from dsatkit.pipeline import mine
 mine(sys.argv[1:-1], sys.argv[-1], MineConfig(detectors=["lexical"], executor="ray",
      ray={"num_cpus": 2, "workers": 1, "object_store_mb": 128, "driver_mines": False}))
 """
@@ -262,9 +267,6 @@ def test_mine_joins_a_cluster_that_ray_start_started(tmp_path):
     """How a cluster is used: `ray start --head` once, with token authentication (Ray turns it on when
     the machine has a token), then `dsatkit mine --executor ray --ray-address HOST:PORT`. Without
     RAY_AUTH_MODE=token the driver sends no token and is refused: one line says what to set."""
-    spec = importlib.util.spec_from_file_location("mine_executors", REPO / "bench" / "mine_executors.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     local = mine([FIXTURES], tmp_path / "local", config("local", read={"skip_bad_files": True}))
 
     def cli(address: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -276,7 +278,7 @@ def test_mine_joins_a_cluster_that_ray_start_started(tmp_path):
         return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300,
                               env=env)
 
-    with bench.running_cluster(2) as (address, env):
+    with bench("mine_executors").running_cluster(2) as (address, env):
         done = cli(address, tmp_path / "ray", env)
         assert done.returncode == 0, done.stderr[-2000:]
         without_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}

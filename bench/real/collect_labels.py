@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 from sklearn.metrics import cohen_kappa_score
 
+from dsatkit.corpus import sharegpt
 from dsatkit.taxonomy import POLARITY
 
 LABELS = ("dsat", "sat", "neutral")
@@ -73,11 +74,12 @@ def main() -> None:
     out = rows.select("conversation_id", "response_turn", "label", "category", "confidence", "annotator", "pass")
     key = ["conversation_id", "response_turn"]
     if (a.append or a.reread) and a.out.exists():  # a later round joins the file of the earlier ones
-        before = pl.read_csv(a.out, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
+        before = sharegpt.read_labels(a.out)
         known = before.group_by(key).agg(last=pl.col("pass").max())
         if a.reread:
-            if out.join(known, on=key, how="anti").height:
-                raise SystemExit(f"--reread: {out.join(known, on=key, how='anti').height} exchanges have no label in {a.out}")
+            unknown = out.join(known, on=key, how="anti").height
+            if unknown:
+                raise SystemExit(f"--reread: {unknown} exchanges have no label in {a.out}")
             out = out.join(known, on=key).with_columns(pl.col("pass") + pl.col("last")).drop("last")
         elif out.join(known, on=key, how="semi").height:
             raise SystemExit(f"{a.out} has labels of this round's exchanges already (a second reading: --reread)")

@@ -35,14 +35,9 @@ EXEMPLAR_WEIGHT = 0.3
 
 UNSCORED = (sharegpt.UNCERTAIN_LABELS, sharegpt.LATER_LABELS)
 """The label files that train but never score: rounds drawn where the detector was unsure, and the later
-uniform rounds, drawn from what those had left (see `dsatkit.corpus.sharegpt`)."""
-
-
-def unscored_rows(labels: Path) -> pl.DataFrame:
-    """The labels of a round that is not a uniform sample of the logs (train split only) as training-only
-    rows, grouped by original conversation like the scored ones: they sharpen the boundary, but would
-    bias the calibration, the thresholds and the figures, so they never score."""
-    return training_frame(labels)
+uniform rounds, drawn from what those had left (see `dsatkit.corpus.sharegpt`). Their train rows
+(`training_frame`, grouped by original conversation like the scored ones) sharpen the boundary, but a
+sample that is not uniform would bias the calibration, the thresholds and the figures."""
 
 
 def exemplar_rows() -> pl.DataFrame:
@@ -66,7 +61,7 @@ def train(out: Path = SHIPPED_DIR, seed: int = 0, labels: Path = sharegpt.LABELS
     """Fit on `training_frame(labels)`, plus, unscored, the rows of the `unscored` label files and with
     `exemplars` the exemplar turns; save to `out`."""
     frame = training_frame(labels)
-    extra = [unscored_rows(path) for path in unscored]
+    extra = [training_frame(path) for path in unscored]
     extra += [exemplar_rows()] if exemplars else []
     model = fit(frame, seed=seed, progress=progress, extra=pl.concat(extra, how="diagonal_relaxed") if extra else None)
     model.info["source"] = {"labels": labels.name, "labels_md5": hashlib.md5(labels.read_bytes()).hexdigest(),
