@@ -69,6 +69,20 @@ def labelled_set(n: int = 40, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(rows, schema_overrides={"category": pl.String, "response_turn": pl.Int32})
 
 
+def combination_set(n: int = 160, seed: int = 0) -> pl.DataFrame:
+    """A set only a combination explains: "again" is DSAT after a story and "next" after code (a XOR of the
+    feedback's words and the response's kind, which no linear model of the two separates)."""
+    rng = np.random.default_rng(seed)
+    story = "Once upon a time a fox lived in the woods. The end."
+    rows = []
+    for i in range(n):
+        again, code = bool(rng.integers(2)), bool(rng.integers(2))
+        rows.append({"request": "write something", "response": CODE if code else story,
+                     "feedback": f"{'do it again' if again else 'next one'} {rng.integers(100)}",
+                     "label": "dsat" if again != code else "neutral", "group": f"c{i}"})
+    return pl.DataFrame(rows)
+
+
 @pytest.fixture(scope="module")
 def small_model() -> LearnedModel:
     return fit(labelled_set(120), folds=3, c_grid=(1.0,))
@@ -126,7 +140,31 @@ def test_fit_save_load_round_trip(small_model, tmp_path):
     assert cv["folds"] == 3 and 0 <= cv["dsat"]["f1"] <= 1
 
 
+def test_boosted_trees_are_chosen_where_a_combination_decides_and_round_trip(tmp_path):
+    labelled = combination_set()
+    linear, boosted = fit(labelled, folds=3, c_grid=(1.0,), trees=False), fit(labelled, folds=3, c_grid=(1.0,))
+    assert linear.boost is None and boosted.boost is not None and boosted.blend > 0
+    by_blend = boosted.info["cross_validation"]["average_precision_by_blend"]
+    assert by_blend["0.0"] < 0.7 < boosted.info["cross_validation"]["dsat_average_precision"]
+    probe = combination_set(40, seed=5)
+    truth = probe["label"].to_numpy() == "dsat"
+    assert (boosted.predict(probe)["label"].to_numpy() == truth).mean() > 0.9
+    assert (linear.predict(probe)["label"].to_numpy() == truth).mean() < 0.8
+    boosted.save(tmp_path / "det")
+    loaded = LearnedModel.load(tmp_path / "det")
+    assert loaded.blend == boosted.blend and json.loads((tmp_path / "det" / "detector.json").read_text())["format"] == 2
+    assert np.allclose(loaded.predict(probe)["score"].to_numpy(), boosted.predict(probe)["score"].to_numpy())
+    # a directory of the first format (linear models alone) still loads
+    linear.save(tmp_path / "v1")
+    meta = json.loads((tmp_path / "v1" / "detector.json").read_text())
+    (tmp_path / "v1" / "detector.json").write_text(json.dumps({**meta, "format": 1}))
+    assert np.allclose(LearnedModel.load(tmp_path / "v1").predict(probe)["score"].to_numpy(),
+                       linear.predict(probe)["score"].to_numpy())
+
+
 def test_fit_is_deterministic_for_a_seed():
+    a, b = (fit(combination_set(), folds=3, c_grid=(1.0,), seed=7) for _ in range(2))
+    assert a.boost.booster.model_to_string() == b.boost.booster.model_to_string() and a.info == b.info
     a, b = (fit(labelled_set(), folds=3, c_grid=(1.0, 2.0), seed=7) for _ in range(2))
     assert (a.dsat.coef != b.dsat.coef).nnz == 0 and a.threshold == b.threshold
     assert a.calibration == b.calibration and a.info == b.info

@@ -80,18 +80,8 @@ def _fit_learned(labels: Path, out: Path, seed: int, folds: int) -> None:
     model = fit(frame, folds=max(folds, 2), seed=seed, progress=results.print)
     model.info["source"] = {"labels": str(labels)}
     model.save(out)
-    results.print(describe_fit(model), soft_wrap=True)
+    results.print(model.describe(), soft_wrap=True)
     results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})", soft_wrap=True)
-
-
-def describe_fit(model) -> str:
-    """One line: what a learned model was trained on and its cross-validated figures."""
-    cv, n = model.info["cross_validation"], model.info["trained_on"]
-    d, s = cv["dsat"], cv.get("sat") or {}
-    sat = (f"; SAT at {model.sat_threshold:.2f}: P {s['precision']:.3f} R {s['recall']:.3f}" if s else "; no SAT model")
-    return (f"fitted on {n['rows']} exchanges {n['labels']}; {cv['folds']}-fold CV grouped by conversation: "
-            f"DSAT AP {cv['dsat_average_precision']:.3f}, at threshold {model.threshold:.2f} P {d['precision']:.3f} "
-            f"R {d['recall']:.3f} F1 {d['f1']:.3f}{sat}")
 
 
 def _fit_exemplar(labels: Path, out: Path, model: str | None, method: str, c: float, k: int,
@@ -160,7 +150,7 @@ def distill_command(
         return
     results.print(f"judge labelled {summary.judged:,} ({summary.labels}); {summary.unlabelled:,} left unlabelled "
                   "(failures or budget)")
-    results.print(describe_fit(model) + " (against the judge's labels)", soft_wrap=True)
+    results.print(model.describe() + " (against the judge's labels)", soft_wrap=True)
     results.print(f"wrote {out}/  (use: dsatkit mine LOGS --detector-dir {out})", soft_wrap=True)
 
 

