@@ -228,6 +228,12 @@ def test_a_corrupt_detector_directory_is_a_one_line_error(tmp_path):
         LearnedModel.load(tmp_path)
     with pytest.raises(ConfigError, match="not a learned detector directory"):
         LearnedModel.load(tmp_path / "missing")
+    # trees whose text LightGBM cannot read
+    fit(combination_set(), folds=3, c_grid=(1.0,)).save(tmp_path / "det")
+    arrays = dict(np.load(tmp_path / "det" / "model.npz"))
+    np.savez(tmp_path / "det" / "model.npz", **{**arrays, "boost_model": np.frombuffer(b"tree\nnonsense", np.uint8)})
+    with pytest.raises(ConfigError, match="corrupt learned detector.*trees"):
+        LearnedModel.load(tmp_path / "det")
 
 
 def test_cli_fit_then_mine_with_the_detector_dir(tmp_path):

@@ -118,8 +118,12 @@ class Boosted:
 
     @classmethod
     def from_arrays(cls, arrays) -> Boosted:
-        text = arrays["boost_model"].tobytes().decode()
-        return cls(arrays["boost_columns"].astype(np.int64), _lightgbm().Booster(model_str=text))
+        lightgbm = _lightgbm()
+        try:
+            booster = lightgbm.Booster(model_str=arrays["boost_model"].tobytes().decode())
+        except lightgbm.basic.LightGBMError as e:
+            raise ValueError(f"trees: {str(e).splitlines()[0]}") from None  # the loader's one-line error
+        return cls(arrays["boost_columns"].astype(np.int64), booster)
 
 
 def _lightgbm():
