@@ -208,7 +208,7 @@ class LearnedModel:
             "calibration": list(self.calibration),
             "threshold": self.threshold,
             "sat_threshold": self.sat_threshold,
-            "blend": self.blend if self.boost is not None else 0.0,
+            "blend": self.blend,
             **self.info,
         }
         return directory.save(out_dir, ARRAYS, meta, arrays)
@@ -237,7 +237,7 @@ class LearnedModel:
                 sat_threshold=float(meta["sat_threshold"]),
                 info={k: v for k, v in meta.items() if k not in known},
                 boost=boost,
-                blend=float(meta.get("blend", 0.0)) if boost is not None else 0.0,
+                blend=float(meta.get("blend", 0.0)),
             )
 
         return directory.load(path, ARRAYS, "learned detector", build)
