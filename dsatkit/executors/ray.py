@@ -38,6 +38,7 @@ reader that knows the earlier ids (see `RayExecutor._ingest`).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib
 import json
@@ -48,6 +49,7 @@ import shutil
 import socket
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -278,6 +280,7 @@ class _Cluster(threading.Thread):
         self.started_here = False
         self.cancelled = threading.Event()
         """Set by the driver when no file is left for the workers, or the run failed."""
+        self._stopping = threading.Lock()
 
     def run(self) -> None:
         try:
@@ -285,16 +288,24 @@ class _Cluster(threading.Thread):
             if work is not None and not self.cancelled.is_set():
                 self._mine(*work)
         except BaseException as e:  # noqa: BLE001 (handed to the driver, which raises it)
+            traceback.clear_frames(e.__traceback__)  # the frames' locals hold Ray Data's objects
             self.error = e
+        # what the run left of Ray's objects (cycles of Ray Data's) is freed here, while Ray is up: the
+        # driver's thread, writing the store, would otherwise free it during or after the shutdown, and
+        # a Ray object freed then ends the process with exit status 1 (core_worker_process.cc: "the core
+        # worker has already been shutdown"; seen once in CI, after the run's store was written)
+        gc.collect()
         self.ended.set()
         self.stop()
 
     def stop(self) -> None:
-        """Shut down the cluster if it was started for this run."""
+        """Shut down the cluster if it was started for this run (once: the driver's thread stops a run
+        that failed while this thread may be ending it)."""
         import ray
 
-        if self.started_here and ray.is_initialized():
-            ray.shutdown()
+        with self._stopping:
+            if self.started_here and ray.is_initialized():
+                ray.shutdown()
 
     def init(self) -> None:
         """Start a local cluster (or join `config.address`) unless this process has joined one already."""
@@ -352,13 +363,16 @@ class _Cluster(threading.Thread):
             num_cpus=cfg.cpus_per_worker,
             num_gpus=gpus or None,
         )
+        # no prefetching: a loop left early (a cancelled or failed run) leaves Ray Data's prefetch thread
+        # behind, and one with blocks to fetch calls into Ray after the shutdown (ending the process)
         with _quiet("ray.data"):
-            for row in ds.iter_rows():
-                if self.cancelled.is_set():  # the run failed in the driver
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
+                if self.cancelled.is_set():  # the driver mined the rest, or the run failed
                     break
-                if row["error"]:
-                    err = json.loads(row["error"])
-                    raise _load_class(err["cls"])(err["message"], err["hint"])
+                for error in batch["error"]:
+                    if error:
+                        err = json.loads(error)
+                        raise _load_class(err["cls"])(err["message"], err["hint"])
 
 
 class RayExecutor:
