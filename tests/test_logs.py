@@ -451,6 +451,23 @@ def test_a_gzip_damaged_inside_keeps_what_comes_before(tmp_path, how, array, bat
     assert quarantine.filter(pl.col("reason") != "no messages")["row_number"].to_list() == [case.cut_row]
 
 
+@pytest.mark.parametrize("array", [False, True])
+def test_a_gzip_with_a_bad_checksum_keeps_every_record(tmp_path, array):
+    """A bad checksum at the end of a member smaller than zlib's chunk (1 MiB): zlib drops the output of
+    the call that fails, which was the whole file (0 records kept); it is decompressed again, a piece at
+    a time, so every record is kept and the damage is one row."""
+    rows = damaged.conversations(40)
+    path, _ = damaged.gzip_cut_anywhere(tmp_path / ("c.json.gz" if array else "c.jsonl.gz"), rows, 10**9, array)
+    data = bytearray(path.read_bytes())
+    data[-8] ^= 0xFF  # the CRC-32 of the trailer
+    path.write_bytes(bytes(data))
+    for batch_rows in (7, 1000):
+        turns, quarantine, _ = read([path], batch_rows=batch_rows)
+        assert turns["conversation_id"].n_unique() == 40, batch_rows
+        assert counts(quarantine) == {"corrupt compressed data": 1}
+        assert quarantine["row_number"].item() == 40
+
+
 @pytest.mark.parametrize("batch_rows", BATCHES)
 def test_data_after_a_json_array_is_one_row_and_the_array_is_read(tmp_path, batch_rows):
     case = damaged.array_with_data_after(tmp_path / "two.json")

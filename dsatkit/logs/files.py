@@ -175,6 +175,19 @@ def kind_of(path: str) -> str:
     return "json" if start[:1] == b"[" else "jsonl"
 
 
+def _salvage(z: zlib._Decompress, chunk: bytes, step: int = 4096) -> bytes:
+    """All that `z` decompresses from `chunk` before the damage in it: fed `step` bytes at a time, and
+    the piece that fails again a byte at a time (zlib drops the output of a call that fails)."""
+    out = []
+    for i in range(0, len(chunk), step):
+        before = z.copy()
+        try:
+            out.append(z.decompress(chunk[i:i + step]))
+        except zlib.error:
+            return b"".join(out) + (_salvage(before, chunk[i:i + step], 1) if step > 1 else b"")
+    return b"".join(out)
+
+
 class Source:
     """The bytes of a file, gunzipped when it starts with the gzip magic bytes, without a leading UTF-8
     byte-order mark. `offset` counts the bytes read so far (decompressed, the mark included).
@@ -195,6 +208,7 @@ class Source:
         self.truncated = False
         self.damage = TRUNCATED
         self.offset = 0
+        self._salvaged = b""
 
     def read(self, n: int) -> bytes:
         """Up to `n` bytes; b"" only at the end."""
@@ -215,6 +229,10 @@ class Source:
     def _gunzip(self, n: int) -> bytes:
         out: list[bytes] = []
         size = 0
+        if self._salvaged:  # what a damaged chunk still gave (see below), served before the end
+            out.append(self._salvaged[:n])
+            self._salvaged = self._salvaged[n:]
+            size = len(out[0])
         while size < n and not self._ended:
             z = self._z
             assert z is not None
@@ -232,12 +250,18 @@ class Source:
                     size += len(out[-1])
                     self.truncated = self._ended = True
                     break
+            before = z.copy()
             try:
                 out.append(z.decompress(chunk, n - size))
             except zlib.error:  # what came before is kept; the rest of the file cannot be read
                 self.truncated = self._ended = True
                 # after a whole member, bytes that do not open another are not gzip data at all
                 self.damage = TRAILING if between and not chunk.startswith(b"\x1f\x8b") else CORRUPT
+                # zlib drops what the failing call had decompressed (a whole chunk's worth, all of a
+                # small file for a bad checksum at its end): decompress the chunk again, a little at a time
+                self._salvaged = _salvage(before, chunk)
+                out.append(self._salvaged[:n - size])
+                self._salvaged = self._salvaged[n - size:]
                 break
             size += len(out[-1])
         return b"".join(out)
