@@ -299,6 +299,31 @@ def test_cli_user_errors_are_one_line_with_hint(logs: Path, tmp_path: Path):
     assert r.returncode == 2 and "fuse.treshold: unknown key" in r.stderr
 
 
+def test_cli_a_detector_dir_or_judge_the_run_would_not_use_is_an_error(logs: Path, tmp_path: Path):
+    """A `--detector-dir` that is missing or unreadable, or for a detector the run leaves out, and a
+    `--judge-model` next to detectors without the judge: one line each (they fell back in silence)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "detector.json").write_text('{"kind": "learned", "format": 2')
+    (tmp_path / "exemplars").mkdir()
+    (tmp_path / "exemplars" / "detector.json").write_text('{"format": 1}')  # an exemplar classifier names no kind
+    cases = [
+        (["--detector-dir", str(tmp_path / "nope")], f"detector directory {tmp_path / 'nope'} does not exist"),
+        (["--detector-dir", str(tmp_path / "empty")], "is not a detector directory (no detector.json)"),
+        (["--detector-dir", str(tmp_path / "cut")], "detector.json: cannot be read"),
+        (["--detector-dir", str(tmp_path / "exemplars")], "is for the embedding detector, which this run does not use"),
+        (["--detectors", "lexical", "--judge-model", "m", "--judge-base-url", "http://127.0.0.1:9/v1"],
+         "--judge-model m is for the judge detector, which this run does not use (detectors: lexical)"),
+    ]
+    for args, said in cases:
+        r = run_cli("mine", str(logs), "-o", str(tmp_path / "m"), *args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+        error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+        assert len(error) == 1 and said in error[0], (args, r.stderr)
+        assert "hint:" in r.stderr
+    assert not (tmp_path / "m" / "dsat.duckdb").exists()
+
+
 def test_sql_bad_query_is_one_line(logs: Path, tmp_path: Path):
     out = tmp_path / "mined"
     mine([logs], out, LEXICAL)

@@ -15,6 +15,7 @@ from dsatkit.commands.options import (
     EmbeddingModelOpt,
     FormatOpt,
     ThresholdOpt,
+    check_named_detectors,
     detector_overrides,
 )
 from dsatkit.progress import results
@@ -173,6 +174,7 @@ def eval_command(
 
     overrides = detector_overrides(fmt, detectors, threshold, embedding_model, detector_dir)
     cfg = MineConfig.load(config, **overrides)
+    check_named_detectors(cfg, detector_dir)
     labelled = load_labelled(labels, cfg.read)
     out.mkdir(parents=True, exist_ok=True)
     cache = Cache(

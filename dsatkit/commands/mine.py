@@ -14,6 +14,7 @@ from dsatkit.commands.options import (
     EmbeddingModelOpt,
     FormatOpt,
     ThresholdOpt,
+    check_named_detectors,
     detector_overrides,
 )
 from dsatkit.progress import results
@@ -78,6 +79,7 @@ def mine_command(
         # naming a judge model switches the judge on next to the default detectors
         overrides["detectors"] = ["learned", "judge"]
     cfg = MineConfig.load(config, **overrides)
+    check_named_detectors(cfg, detector_dir, judge_model)
     topics_cfg = None
     if topics or topics_config is not None:
         from dsatkit.topics import TopicsConfig

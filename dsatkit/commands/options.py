@@ -36,10 +36,29 @@ def detector_overrides(
         "embedding.model": embedding_model,
     }
     if detector_dir is not None:
-        from dsatkit.detectors.directory import kind_of
-
         # the config section the directory belongs to: a learned detector, else an exemplar classifier
-        overrides[f"{'learned' if kind_of(detector_dir) == 'learned' else 'embedding'}.detector_dir"] = str(detector_dir)
+        overrides[f"{detector_dir_section(detector_dir)}.detector_dir"] = str(detector_dir)
     if detectors is not None:
         overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
     return overrides
+
+
+def detector_dir_section(detector_dir: Path) -> str:
+    """The detector (and config section) a `--detector-dir` is for: 'learned' or 'embedding'."""
+    from dsatkit.detectors.directory import detector_kind
+
+    return "learned" if detector_kind(detector_dir) == "learned" else "embedding"
+
+
+def check_named_detectors(cfg, detector_dir: Path | None = None, judge_model: str | None = None) -> None:
+    """A detector directory or a judge model given on the command line is used by the run: one the
+    run's detectors leave out would be ignored in silence, so it is an error."""
+    from dsatkit.errors import ConfigError
+
+    wanted = [(f"--detector-dir {detector_dir}", detector_dir_section(detector_dir))] if detector_dir else []
+    wanted += [(f"--judge-model {judge_model}", "judge")] if judge_model else []
+    for option, name in wanted:
+        if name not in cfg.detectors:
+            runs = ",".join(cfg.detectors)
+            raise ConfigError(f"{option} is for the {name} detector, which this run does not use (detectors: {runs})",
+                              f"add it: --detectors {runs},{name}")

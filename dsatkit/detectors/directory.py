@@ -27,13 +27,21 @@ def save(out_dir: str | Path, arrays_name: str, meta: Mapping, arrays: Mapping[s
     return out
 
 
-def kind_of(path: str | Path) -> str | None:
-    """The `kind` a detector directory's detector.json names (None when it names none or cannot be read:
-    the detector's own loader then reports what is wrong)."""
+def detector_kind(path: str | Path) -> str:
+    """What a detector directory holds, from its detector.json: 'learned', or 'embedding' (an exemplar
+    classifier names no kind). A directory that is missing, or whose detector.json is missing or cannot
+    be read, is a one-line ConfigError (a user's `--detector-dir` must not fall back to the default)."""
+    meta = Path(path) / META
+    hint = "pass a directory written by `dsatkit detectors fit` or `distill`"
+    if not Path(path).is_dir():
+        raise ConfigError(f"detector directory {path} does not exist", hint)
     try:
-        return json.loads((Path(path) / META).read_text()).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
+        kind = json.loads(meta.read_text()).get("kind", "embedding")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is not a detector directory (no {META})", hint) from None
+    except (OSError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{meta}: cannot be read ({e})", "re-run `dsatkit detectors fit`") from None
+    return str(kind)
 
 
 def load(path: str | Path, arrays_name: str, what: str, build: Callable[[dict, np.lib.npyio.NpzFile], T]) -> T:
