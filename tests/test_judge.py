@@ -140,13 +140,13 @@ def test_invalid_answers_repair_once_then_fail(tmp_path):
     cache = Cache(tmp_path / "c.duckdb")
     ex = make_exchanges(["fenced", "fixable", "off-taxonomy", "inconsistent", "prose", "fine"])
     with OpenAIServer(judge) as srv:
-        det = JudgeDetector(config(srv), cache)
+        det = JudgeDetector(config(srv, concurrency=1), cache)  # in order: a valid verdict comes first
         out = det.detect(ex)
         assert sorted(out["exchange_id"]) == ["x0", "x1", "x5"]
         assert out.filter(pl.col("exchange_id") == "x1")["category"].item() == "negative_feedback"
         assert det.stats.failures == 3 and det.stats.repairs == 4
         assert len(srv.requests) == 6 + 4
-        repair = srv.requests[-1].messages
+        repair = next(r.messages for r in srv.requests if len(r.messages) > 2)
         assert repair[-1]["role"] == "user" and "not a valid verdict" in repair[-1]["content"]
         # validation failures are final at temperature 0: a re-run asks nothing and still has no rows
         srv.clear()
@@ -157,6 +157,26 @@ def test_invalid_answers_repair_once_then_fail(tmp_path):
         assert again.stats.cache_hits == 6 and again.stats.failures == 3
         failed = cache.get_judge(again.cache_keys(ex)).filter(~pl.col("ok"))
         assert failed.height == 3 and failed["error"].str.contains("invalid verdict").all()
+
+
+def test_a_judge_that_never_answers_a_verdict_stops_the_run_and_leaves_no_failure_cached(tmp_path, caplog):
+    """A model that answers prose to everything: the run stops after INVALID_LIMIT answers, in one
+    line, and caches none of them, so the same model fixed (a template, a server setting) is asked again."""
+    from dsatkit.detectors.judge import INVALID_LIMIT, SHOWN_FAILURES
+
+    cache = Cache(tmp_path / "c.duckdb")
+    ex = make_exchanges([f"feedback {i}" for i in range(30)])
+    with OpenAIServer(lambda req: "Sure! The user seems unhappy.") as srv:
+        det = JudgeDetector(config(srv, concurrency=1), cache)
+        with pytest.raises(EndpointError, match=f"judge model judge-test gave no valid verdict in {INVALID_LIMIT} "
+                                                r"answers \(last: invalid verdict after repair"):
+            det.detect(ex)
+        assert len(srv.requests) == 2 * INVALID_LIMIT  # each answer and its repair
+    assert len([r for r in caplog.records if "judge failed on" in r.getMessage()]) == SHOWN_FAILURES
+    assert cache.get_judge(det.cache_keys(ex)).height == 0
+    with OpenAIServer(rule_judge) as srv:
+        again = JudgeDetector(config(srv, concurrency=1), cache)
+        assert again.detect(ex).height == 30 and again.stats.cache_hits == 0
 
 
 def test_auto_falls_back_to_json_mode():

@@ -13,7 +13,9 @@ verdict is validated by a pydantic model and becomes one DETECTIONS row. Design 
   write is in flight go in the next), keyed by md5(model, rubric version, redact flag, context,
   response, feedback). The endpoint URL is not in the key: the same model gives the same verdicts.
   An answer that is still invalid after the repair attempt is cached as a final failure when
-  temperature is 0 (asking again would get the same answer); transport failures are never cached.
+  temperature is 0 (asking again would get the same answer), once the judge has given a valid verdict
+  in the run; transport failures are never cached. `INVALID_LIMIT` invalid answers before any valid one
+  stop the run (a model that does not follow the rubric).
 - Exchanges with identical content are judged once.
 """
 
@@ -96,6 +98,13 @@ class _BudgetStop(Exception):
     pass
 
 
+INVALID_LIMIT = 5
+"""Answers that are not a valid verdict, even after the repair, with no valid one yet, that stop the run:
+the model (or the endpoint) does not follow the rubric, and judging on would only spend the budget."""
+SHOWN_FAILURES = 3
+"""Failed exchanges logged one by one; the rest are counted in `JudgeStats.failures`."""
+
+
 class _Failed(Exception):
     """This exchange gets no verdict; `final` says whether to cache that (a validation failure)."""
 
@@ -151,6 +160,9 @@ class JudgeDetector(Detector):
         self._reserved_tokens = 0
         self._consecutive_transport_failures = 0
         self._successes = 0
+        self._valid = 0  # answers that were a valid verdict
+        self._invalid = 0  # answers that were not, even after the repair
+        self._shown = 0  # failures logged one by one (the rest are counted in the stats)
         if not os.environ.get(config.api_key_env) and not config.base_url:
             raise EndpointError(
                 f"no API key for the judge: environment variable {config.api_key_env} is not set",
@@ -389,12 +401,25 @@ class JudgeDetector(Detector):
                 self._consecutive_transport_failures += 1
                 if self._successes == 0 or self._consecutive_transport_failures >= max(3, cfg.concurrency):
                     raise EndpointError(f"judge endpoint {cfg.base_url or 'api.openai.com'} unreachable: {f}") from None
-            log.warning("judge failed on %s: %s", key, f)
+            elif f.final:
+                self._invalid += 1
+                if self._valid == 0 and self._invalid >= INVALID_LIMIT:
+                    raise EndpointError(
+                        f"judge model {cfg.model} gave no valid verdict in {self._invalid} answers (last: {_short(f, 160)})",
+                        hint="use a model that follows instructions and answers the rubric's JSON; check the "
+                             "endpoint serves that model (judge.structured_output: json_schema helps)") from None
+            if self._shown < SHOWN_FAILURES:
+                self._shown += 1
+                more = "; further failures are counted in the run's stats" if self._shown == SHOWN_FAILURES else ""
+                log.warning("judge failed on %s: %s%s", key, _short(f), more)
             row = None
-            if f.final and cfg.temperature == 0:
+            # an invalid answer is the model's final word (cached at temperature 0) once it has shown it can
+            # give valid ones: until then, a misconfigured model or endpoint would poison the cache
+            if f.final and cfg.temperature == 0 and self._valid:
                 row = self._row(key, (f.answer or "")[:2000], ok=False, error=str(f), tokens=tokens)
             return _Outcome(key, error=str(f)), row
         self._consecutive_transport_failures = 0
+        self._valid += 1
         return _Outcome(key, verdict=verdict), self._row(key, verdict.model_dump_json(), ok=True, error=None,
                                                          tokens=tokens)
 
