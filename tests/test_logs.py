@@ -549,6 +549,26 @@ def test_a_flat_table_with_a_binary_row_that_is_not_utf8_rejects_its_conversatio
         (0, "in a quarantined conversation"), (1, "invalid UTF-8"), (3, "invalid UTF-8")]
 
 
+@pytest.mark.parametrize("batch_rows", [1, 3, 1000])
+def test_a_flat_json_line_cut_short_rejects_the_conversation_it_names(tmp_path, batch_rows):
+    """A line of a flat turn table that does not parse still shows its conversation's id: that
+    conversation has a hole (here its DSAT feedback), so all of it is quarantined, whatever the batches;
+    a cut line that names no id whole is quarantined alone."""
+    rows = [{"conversation_id": cid, "turn_index": k, "role": ("user", "assistant")[k % 2], "content": f"{cid} turn {k}"}
+            for cid in ("h0", "h1", "h2") for k in range(5)]
+    lines = [json.dumps(r) for r in rows]
+    lines[2] = lines[2][:40]  # h0's third turn, cut after its id: '{"conversation_id": "h0", "turn_index"'
+    lines[12] = lines[12][:12]  # h2's third turn, cut inside its id's key
+    path = tmp_path / "turns.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    turns, quarantine, batches = read([path], batch_rows=batch_rows)
+    assert sorted(turns["conversation_id"].unique()) == ["h1", "h2"] and turns.height == 9
+    got = dict(quarantine.select("row_number", "reason").rows())
+    assert got == {0: "in a quarantined conversation", 1: "in a quarantined conversation", 2: "malformed JSON",
+                   3: "in a quarantined conversation", 4: "in a quarantined conversation", 12: "malformed JSON"}
+    assert sum(b.rows_read for b in batches) == 15 == turns.height + quarantine.height
+
+
 def test_files_passed_over_in_a_directory_are_counted_by_reason(tmp_path):
     root, skipped, logs = damaged.mixed_directory(tmp_path / "logs")
     reader = read_logs([str(root)], ReadConfig())

@@ -14,6 +14,7 @@ Both produce the same two frames, which `normalise.py` validates and turns into 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -202,7 +203,7 @@ def _rows_sql(source: str) -> str:
     """Decode, validate and parse the raw bytes of each row (`_bytes`): (_row, _bad, j, _keys).
 
     `j` is the row's text when it is a JSON object (else NULL), `_keys` its keys: listing them is
-    what validates it, in one parse.
+    what validates it, in one parse. `_broken` is the text of a row that does not parse.
     """
     return f"""
       with s as (select _row, try(decode(_bytes)) as _text from {source}),
@@ -216,7 +217,8 @@ def _rows_sql(source: str) -> str:
           when len(_keys) = 0 and json_type(_text) <> 'OBJECT' then '{NOT_OBJECT}' end as _bad
         from k)
       select _row, _bad, case when _bad is null then _text end as j,
-        case when _bad is null then _keys end as _keys from v"""
+        case when _bad is null then _keys end as _keys,
+        case when _bad = '{BAD_JSON}' then _text end as _broken from v"""
 
 
 def json_keys_sample(con: duckdb.DuckDBPyConnection, source: str, limit: int = 1000) -> list[str]:
@@ -250,7 +252,7 @@ def json_frames(
     common = (f"{_scalar_sql(field(plan.model))} as model, {_scalar_sql(field(plan.language))} as language, "
               f"{_ts_sql(field(plan.timestamp))} as timestamp, {_metadata_sql('j', '_keys', plan.used)} as metadata")
     ids = ", ".join(_scalar_sql(field(k)) for k in plan.ids) or "NULL::VARCHAR"
-    rows = f"select _row, _bad, j, _keys, {_transform('j', keys)} as s from ({_rows_sql(source)})"
+    rows = f"select _row, _bad, j, _keys, _broken, {_transform('j', keys)} as s from ({_rows_sql(source)})"
     if fmt.messages is not None:
         m_keys = {plan.role: "JSON", plan.content: "JSON", "timestamp": "JSON", "language": "JSON"}
         struct = (
@@ -268,13 +270,24 @@ def json_frames(
         c, m = _explode(out.drop("_msgs"), out.select("_conv", "_row", "_msgs"))
         return c, m.unnest("_msgs")
     role = field(plan.role)
+    # a flat row that does not parse (a line cut short) still names its conversation, as a rule: that
+    # conversation has a hole, and is quarantined with it (`flat_to_cm`)
+    named = ", ".join(_named_in_broken(k) for k in plan.ids) or "NULL::VARCHAR"
     query = f"""
-      select _row, _bad, coalesce({ids}) as conversation_id,
+      select _row, _bad, coalesce({ids}, {named}) as conversation_id,
         {f"try_cast({field(plan.turn)}->>'$' as BIGINT)" if plan.turn else "NULL::BIGINT"} as _turn,
         case when json_type({role}) = 'VARCHAR' then {role}->>'$' end as m_role,
         {_content_sql(_key('s', plan.content))} as m_content, {common}
       from ({rows})"""
     return con.sql(query).pl(), None
+
+
+def _named_in_broken(key: str) -> str:
+    """The string or integer value of top-level `key` as written in a row that does not parse (NULL if
+    it is not there whole: an id with escapes, or cut)."""
+    name = re.escape(json.dumps(key)).replace("'", "''")
+    return (f"coalesce(nullif(regexp_extract(_broken, '{name}\\s*:\\s*\"([^\"\\\\]*)\"', 1), ''), "
+            f"nullif(regexp_extract(_broken, '{name}\\s*:\\s*(-?[0-9]+)\\s*[,}}]', 1), ''))")
 
 
 def _explode(c: pl.DataFrame, msgs: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -81,7 +81,7 @@ def split_carry(r: pl.DataFrame, gap: int, window: int, limit: int) -> tuple[pl.
     gap = min(max(gap, widest), window)
     recent = convs.filter(pl.col("last") > good["_row"].max() - gap).sort("last", descending=True)
     open_ids = recent.filter((pl.col("rows").cum_sum() <= limit) | (pl.int_range(pl.len()) == 0))["conversation_id"]
-    carry = ok & pl.col("conversation_id").is_in(open_ids.implode())
+    carry = pl.col("conversation_id").is_in(open_ids.implode())  # a bad row that names one goes with it
     return r.filter(~carry.fill_null(False)), r.filter(carry), gap
 
 
@@ -104,10 +104,14 @@ def flat_to_cm(r: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             *(["m_bad"] if "m_bad" in r.columns else []),
         )
     )
+    # a conversation named by a bad row (a line that does not parse still shows its id) has a hole: it
+    # would yield wrong exchanges, so all of it is quarantined
+    holed = lone.filter(pl.col("conversation_id").is_not_null())["conversation_id"]
     c = m.group_by("_conv", maintain_order=True).agg(
         pl.col("conversation_id").first(), pl.len().cast(pl.Int32).alias("_n")
     ).with_columns(
-        _row=pl.col("_conv"), _bad=pl.lit(None, pl.String),
+        _row=pl.col("_conv"),
+        _bad=pl.when(pl.col("conversation_id").is_in(holed.implode())).then(pl.lit(q.IN_BAD_CONVERSATION)),
         # in a flat table these are per row, so they live in M
         model=pl.lit(None, pl.String), language=pl.lit(None, pl.String),
         timestamp=pl.lit(None, pl.Datetime("us", "UTC")), metadata=pl.lit(None, pl.String),
