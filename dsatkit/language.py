@@ -158,6 +158,30 @@ def guess(texts: pl.Series, chars: int = GUESS_CHARS) -> pl.Series:
     return out.select(pl.coalesce("_script", "language").alias("language"))["language"]
 
 
+def codes(languages: pl.Series) -> pl.Series:
+    """The languages that logs carry as ISO 639 codes, so that they group with the guessed ones: names
+    ("English", as WildChat and LMSYS-Chat-1M write them) and tags ("en-US", "EN", "pt_BR") alike (by
+    `langcodes`); a value that is neither ("unknown") is kept as it is. Each distinct value is looked up once."""
+    distinct = languages.drop_nulls().unique().to_list()
+    changed = {v: c for v in distinct if (c := _code(v)) != v}
+    return languages.replace(changed) if changed else languages
+
+
+@cache
+def _code(value: str) -> str:
+    import langcodes
+
+    text = value.strip()
+    try:
+        return langcodes.Language.get(text).language or value  # a tag ("und" names no language)
+    except ValueError:
+        pass
+    try:
+        return langcodes.find(text).language or value  # a language's name, in English or its own
+    except LookupError:
+        return value
+
+
 def fill_turns(turns: pl.DataFrame) -> pl.DataFrame:
     """TURNS with each missing `language` filled by `guess` of its conversation's first user turn (the
     turns of a conversation with no user turn keep theirs null). Turns that carry a language keep it.

@@ -64,11 +64,18 @@ def test_every_container_gives_identical_turns(fmt):
     assert ref.select("conversation_id", "turn_index", "role", "content").equals(expected_turns())
 
 
+def test_languages_the_logs_carry_become_the_codes_the_guess_gives():
+    from dsatkit import language
+
+    got = language.codes(pl.Series(["English", "en-US", "EN", "pt_BR", "Chinese", "Español", "unknown", None, "und"]))
+    assert got.to_list() == ["en", "en", "en", "pt", "zh", "es", "unknown", None, "und"]
+
+
 def test_side_fields_model_language_timestamp_metadata():
     for container in ("parquet", "jsonl"):
         turns, _, _ = read([LOGS / f"wildchat.{container}"])
         first = turns.row(0, named=True)
-        assert first["model"] == "gpt-4o" and first["language"] == "English"
+        assert first["model"] == "gpt-4o" and first["language"] == "en"  # the log says "English"
         assert first["timestamp"] == make_logs.STAMP
         meta = json.loads(first["metadata"])
         assert meta == {"turn": 2, "toxic": False, "redacted": False}  # openai_moderation dropped
