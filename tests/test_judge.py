@@ -224,6 +224,14 @@ def test_persistent_5xx_is_a_failure_not_a_guess(server):
     assert det.stats.failures == 1 and det.stats.retries == 2
 
 
+def test_an_endpoint_that_keeps_rate_limiting_says_so(server):
+    server.enqueue(*[error(429)] * 3)
+    det = JudgeDetector(config(server, concurrency=1, max_retries=2))
+    with pytest.raises(EndpointError, match="is rate-limiting: HTTP 429 after 3 attempts") as e:
+        det.detect(make_exchanges(["wrong"]))
+    assert "--judge-concurrency" in e.value.hint
+
+
 def test_unreachable_endpoint_is_an_endpoint_error():
     import socket
 

@@ -301,6 +301,7 @@ def test_distill_dry_run_plans_without_calling(tmp_path):
                                            price_per_1k_input=1.0, price_per_1k_output=2.0))
         summary, model = distill([logs], tmp_path / "det", cfg, n=30, dry_run=True, progress=lambda s: None)
         assert model is None and not srv.requests
+    assert not (tmp_path / "det").exists()  # a dry run writes nothing
     assert summary.sampled == 30 and summary.plan.calls == 30 and summary.plan.prompt_tokens > 0
     assert summary.plan.max_cost == pytest.approx(summary.plan.prompt_tokens / 1000 + 30 * 256 / 1000 * 2.0)
 

@@ -285,6 +285,9 @@ def test_cli_user_errors_are_one_line_with_hint(logs: Path, tmp_path: Path):
     assert "Traceback" not in r.stderr
     r = run_cli("mine", str(tmp_path / "nothing-*.jsonl"), "-o", str(tmp_path / "m"), "--detectors", "lexical")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "nothing-" in r.stderr
+    r = run_cli("mine", str(tmp_path / "gone.jsonl"), str(logs), "-o", str(tmp_path / "m"), "--skip-bad-files")
+    assert r.returncode == 2 and "gone.jsonl: no such file or directory" in r.stderr
+    assert "hint: check the path\n" in r.stderr  # not --skip-bad-files (given) or --format
     (tmp_path / "a-file").write_text("")
     r = run_cli("mine", str(logs), "-o", str(tmp_path / "a-file"), "--detectors", "lexical")
     assert r.returncode == 2 and "is not a directory" in r.stderr and "Traceback" not in r.stderr

@@ -50,7 +50,7 @@ def mine_command(
         Path | None, typer.Option(help="YAML config of the topics (TopicsConfig); implies --topics")
     ] = None,
     executor: Annotated[
-        str | None, typer.Option(help="local (this process) | ray (Ray workers mine the files; `pip install dsatkit[ray]`)")
+        str | None, typer.Option(help="local (this process) | ray (Ray workers mine the files; `pip install 'dsatkit\\[ray]'`)")
     ] = None,
     ray_address: Annotated[
         str | None, typer.Option(help="a running Ray cluster ('auto': this machine's); default: a local one for the run")

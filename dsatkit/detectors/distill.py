@@ -22,7 +22,7 @@ from dsatkit.config import MineConfig
 from dsatkit.detectors import build_detector
 from dsatkit.detectors.judge import JudgeDetector, JudgePlan
 from dsatkit.detectors.learned import LearnedModel, fit
-from dsatkit.errors import InputError
+from dsatkit.errors import ConfigError, EndpointError, InputError
 from dsatkit.exchanges import build_exchanges
 from dsatkit.taxonomy import POLARITY
 
@@ -87,12 +87,13 @@ def distill(paths: Sequence[str | Path], out: Path, config: MineConfig, n: int =
             dry_run: bool = False, progress: Callable[[str], None] = print) -> tuple[DistillSummary, LearnedModel | None]:
     """See the module docstring. With `dry_run`, only the plan (calls, tokens, cost) is computed."""
     if config.judge is None:
-        raise InputError("distill needs a judge: --judge-model and --judge-base-url (or judge: in --config)")
-    out.mkdir(parents=True, exist_ok=True)
+        raise ConfigError("distill needs a judge: --judge-model and --judge-base-url (or judge: in --config)",
+                          "e.g. --judge-model gpt-4o-mini, or --judge-base-url http://localhost:8000/v1 for a local server")
     summary = DistillSummary()
     ex = exchanges_of(paths, config)
     summary.exchanges = ex.height
-    cache = Cache(out / CACHE_NAME)
+    # a dry run writes nothing: it reads the cache of an earlier run, if there is one, to count its answers
+    cache = Cache(None if dry_run and not (out / CACHE_NAME).exists() else out / CACHE_NAME)
     try:
         current = build_detector("learned", config, cache)
         scores = current.detect(ex)["score"]
@@ -109,6 +110,10 @@ def distill(paths: Sequence[str | Path], out: Path, config: MineConfig, n: int =
     labelled = sample.join(labels, on="exchange_id", how="inner").with_columns(group=pl.col("conversation_id"))
     summary.judged = labelled.height
     summary.unlabelled = sample.height - labelled.height
+    if labelled.is_empty():
+        raise EndpointError(f"the judge labelled none of the {sample.height:,} sampled exchanges "
+                            f"({judge.stats.failures:,} answers failed, {judge.stats.skipped_by_budget:,} over the budget)",
+                            "check the judge's answers: dsatkit mine with --judge-model on a few logs shows why they fail")
     summary.labels = dict(labelled["label"].value_counts().sort("label").iter_rows())
     if (labelled["label"] == "dsat").sum() < 2 or (labelled["label"] != "dsat").sum() < 2:
         raise InputError(f"the judge labelled {summary.labels}: too few of one kind to fit a detector",

@@ -400,7 +400,12 @@ class JudgeDetector(Detector):
             if f.transport:
                 self._consecutive_transport_failures += 1
                 if self._successes == 0 or self._consecutive_transport_failures >= max(3, cfg.concurrency):
-                    raise EndpointError(f"judge endpoint {cfg.base_url or 'api.openai.com'} unreachable: {f}") from None
+                    where = cfg.base_url or "api.openai.com"
+                    if str(f).startswith("HTTP 429"):  # it answers, but refuses this many requests
+                        raise EndpointError(f"judge endpoint {where} is rate-limiting: {f}",
+                                            "lower --judge-concurrency, or raise judge.max_retries / "
+                                            "judge.backoff_max_s") from None
+                    raise EndpointError(f"judge endpoint {where} unreachable: {f}") from None
             elif f.final:
                 self._invalid += 1
                 if self._valid == 0 and self._invalid >= INVALID_LIMIT:

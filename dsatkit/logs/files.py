@@ -94,9 +94,10 @@ def expand_paths(paths: Sequence[str | Path]) -> Found:
             if not found:
                 raise InputError(f"{p}: the pattern matches no files", hint="check the pattern and the directory")
         elif os.path.islink(p):
-            raise InputError(f"{p}: dangling symlink (it points to {os.readlink(p)}, which does not exist)")
+            raise InputError(f"{p}: dangling symlink (it points to {os.readlink(p)}, which does not exist)",
+                             hint="check the path")
         else:
-            raise InputError(f"{p}: no such file or directory")
+            raise InputError(f"{p}: no such file or directory", hint="check the path")
         out.extend(found)
     return Found(list(dict.fromkeys(out)), skipped)  # the same file named twice is read once
 
