@@ -71,6 +71,21 @@ def test_languages_the_logs_carry_become_the_codes_the_guess_gives():
     assert got.to_list() == ["en", "en", "en", "pt", "zh", "es", "unknown", None, "und"]
 
 
+def test_a_json_file_with_no_object_record_says_what_it_is(tmp_path):
+    """Instead of 'unrecognised log format (found keys: none)'."""
+    rows = damaged.conversations(3)
+    pretty = tmp_path / "wrapped.json"
+    pretty.write_text(json.dumps({"data": rows}, indent=2))
+    wide = tmp_path / "wide.jsonl"
+    wide.write_bytes("".join(json.dumps(r) + "\n" for r in rows).encode("utf-16"))
+    with pytest.raises(InputError, match="one JSON document \\(an object over several lines\\)") as e:
+        read([pretty])
+    assert "['data']" in e.value.hint
+    with pytest.raises(InputError, match="UTF-16 .* logs are read as UTF-8") as e:
+        read([wide])
+    assert "iconv -f UTF-16 -t UTF-8" in e.value.hint
+
+
 def test_side_fields_model_language_timestamp_metadata():
     for container in ("parquet", "jsonl"):
         turns, _, _ = read([LOGS / f"wildchat.{container}"])

@@ -164,6 +164,8 @@ def _read_file(
         keys = json_keys_sample(con, "_chunk")
     finally:
         con.unregister("_chunk")
+    if not keys:
+        _no_objects(path)
     plan = plan_for(path, keys, config.format)
 
     def parsed() -> Iterator[tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame]]:
@@ -192,6 +194,22 @@ def _not_utf8_rows(df: pl.DataFrame, bad: pl.DataFrame, plan: Plan, flat: bool) 
     ids = files.text_or_null(df.join(bad, on="_row", how="semi").sort("_row")[plan.ids[0]])
     return bad.sort("_row").select("_row").with_columns(conversation_id=ids).with_columns(
         _bad=pl.when(pl.col("conversation_id").is_null()).then(pl.lit(BAD_UTF8)), m_bad=pl.lit(BAD_UTF8))
+
+
+def _no_objects(path: str) -> None:
+    """Raise what is wrong with a JSON file in which no record of the first batch is a JSON object."""
+    with files.Source(path) as src:
+        head = src.read(4096)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")) or head.count(b"\0") > len(head) // 4:
+        raise InputError(f"{path}: UTF-16 (or another wide encoding) text; logs are read as UTF-8",
+                         hint=f"convert it: iconv -f UTF-16 -t UTF-8 {path} > OUT.jsonl")
+    line = head.lstrip().split(b"\n", 1)[0].strip()
+    if line.startswith(b"{") and not line.endswith(b"}"):  # a record that goes on past its line
+        raise InputError(f"{path}: one JSON document (an object over several lines), not JSON lines or an array",
+                         hint="if it wraps the conversations ({\"data\": [...]}), write them out as an array: "
+                              "python -c \"import json; json.dump(json.load(open('IN'))['data'], open('OUT.json', 'w'))\"")
+    raise InputError(f"{path}: unrecognised log format (no record of its first batch is a JSON object)",
+                     hint="see docs/formats.md for the formats read")
 
 
 def _cut(path: str, cut: files.Cut, fmt: str) -> LogBatch:
