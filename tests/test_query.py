@@ -77,7 +77,6 @@ READS = [
     "pivot verdicts on polarity in ('dsat', 'sat') using count(*) group by category",
     "select counts->>'dsat' from runs",  # the JSON functions are there
     "select * from duckdb_settings() where name = 'threads'",
-    "select 1 a; select 2 b",
 ]
 
 
@@ -96,6 +95,13 @@ def test_every_statement_that_can_write_is_refused_naming_its_type(statement, ki
 def test_queries_run(query, store):
     check_query(query)
     assert run_query(store, query).height >= 1
+
+
+def test_two_queries_at_once_are_refused(store):
+    """DuckDB would print the last one's result only."""
+    with pytest.raises(QueryError, match="one query at a time: this holds 2 statements"):
+        run_query(store, "select 1 a; select 2 b")
+    assert run_query(store, "select 1 a;").height == 1  # a closing semicolon is fine
 
 
 def test_a_sandboxed_connection_reaches_nothing_but_the_store(store, tmp_path):

@@ -45,6 +45,9 @@ def check_query(query: str) -> None:
         text = " ".join(statement.query.split()).rstrip(";")
         shown = text if len(text) <= 60 else text[:57] + "..."
         raise NotAQuery(f"`dsatkit sql` runs queries only; refused statement type {kind}: {shown}")
+    if len(statements) > 1:  # DuckDB would answer the last one only
+        raise QueryError(f"one query at a time: this holds {len(statements)} statements",
+                         hint="run them one by one, or join them: SELECT ... UNION ALL SELECT ...")
 
 
 def _statements(query: str) -> list:
