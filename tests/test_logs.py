@@ -257,7 +257,7 @@ def test_unreadable_and_unrecognised_files(tmp_path):
     assert turns["conversation_id"].n_unique() == 3
     assert quarantine["row_number"].to_list() == [-1, -1, -1, -1]
     assert quarantine["source_file"].to_list() == [str(corrupt), str(unknown), str(bad_array), str(bad_names)]
-    assert all(r.startswith("unreadable file: ") for r in quarantine["reason"])
+    assert all(r.startswith("unreadable file: ") and "unreadable (" not in r for r in quarantine["reason"])
 
 
 def test_row_groups_larger_than_a_batch_are_streamed(tmp_path):

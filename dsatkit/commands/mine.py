@@ -122,7 +122,8 @@ def print_summary(summary, out: Path) -> None:
         sent = f"{c['sent_to_judge']:,} of {c['eligible']:,} sent ({c['saved']:,} calls saved)"
         table.add_row("judge cascade", sent)
     for name, stats in s.detectors.items():
-        shown = ", ".join(f"{k}={v}" for k, v in stats.items() if v not in (None, 0, 0.0, False, {}))
+        shown = ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in stats.items()
+                          if v not in (None, 0, 0.0, False, {}, ""))
         table.add_row(f"  {name}", shown)
     total = sum(s.timings_s.values())
     table.add_row("time", f"{total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in s.timings_s.items())})")

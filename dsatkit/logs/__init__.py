@@ -117,6 +117,8 @@ def _read_all(todo: list[str], config: ReadConfig, seen: SeenIds | None = None) 
                         raise
                     raise InputError(f"{path}: unreadable ({_short(e)})") from e
                 why = str(e).removeprefix(f"{path}: ") if isinstance(e, InputError) else _short(e)
+                if why.startswith("unreadable (") and why.endswith(")"):  # not "unreadable file: unreadable (...)"
+                    why = why[len("unreadable ("):-1]
                 yield LogBatch(pl.DataFrame(schema=TURNS), whole_file(path, f"{UNREADABLE}: {why}"), path, "unknown", 0)
     finally:
         con.close()
