@@ -332,7 +332,8 @@ class JudgeDetector(Detector):
                     if row is not None and writer is not None:
                         writer.put(row)
                     outcomes.append(outcome)
-                    bar.advance(task)
+                    if not outcome.skipped:  # the one the budget stopped was not judged
+                        bar.advance(task)
 
             try:
                 async with asyncio.TaskGroup() as group:
