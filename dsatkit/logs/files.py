@@ -230,10 +230,6 @@ class Source:
     def _gunzip(self, n: int) -> bytes:
         out: list[bytes] = []
         size = 0
-        if self._salvaged:  # what a damaged chunk still gave (see below), served before the end
-            out.append(self._salvaged[:n])
-            self._salvaged = self._salvaged[n:]
-            size = len(out[0])
         while size < n and not self._ended:
             z = self._z
             assert z is not None
@@ -261,10 +257,11 @@ class Source:
                 # zlib drops what the failing call had decompressed (a whole chunk's worth, all of a
                 # small file for a bad checksum at its end): decompress the chunk again, a little at a time
                 self._salvaged = _salvage(before, chunk)
-                out.append(self._salvaged[:n - size])
-                self._salvaged = self._salvaged[n - size:]
                 break
             size += len(out[-1])
+        if self._salvaged and size < n:  # what the damaged chunk still gave, served before the end
+            out.append(self._salvaged[:n - size])
+            self._salvaged = self._salvaged[n - size:]
         return b"".join(out)
 
     def close(self) -> None:
