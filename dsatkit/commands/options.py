@@ -36,18 +36,14 @@ def detector_overrides(
         "embedding.model": embedding_model,
     }
     if detector_dir is not None:
+        from dsatkit.detectors.directory import detector_kind
+
         # the config section the directory belongs to: a learned detector, else an exemplar classifier
-        overrides[f"{detector_dir_section(detector_dir)}.detector_dir"] = str(detector_dir)
+        section = "learned" if detector_kind(detector_dir) == "learned" else "embedding"
+        overrides[f"{section}.detector_dir"] = str(detector_dir)
     if detectors is not None:
         overrides["detectors"] = [d.strip() for d in detectors.split(",") if d.strip()]
     return overrides
-
-
-def detector_dir_section(detector_dir: Path) -> str:
-    """The detector (and config section) a `--detector-dir` is for: 'learned' or 'embedding'."""
-    from dsatkit.detectors.directory import detector_kind
-
-    return "learned" if detector_kind(detector_dir) == "learned" else "embedding"
 
 
 def check_named_detectors(cfg, detector_dir: Path | None = None, judge_model: str | None = None) -> None:
@@ -55,7 +51,9 @@ def check_named_detectors(cfg, detector_dir: Path | None = None, judge_model: st
     run's detectors leave out would be ignored in silence, so it is an error."""
     from dsatkit.errors import ConfigError
 
-    wanted = [(f"--detector-dir {detector_dir}", detector_dir_section(detector_dir))] if detector_dir else []
+    # the section `detector_overrides` put the directory in names its detector
+    section = "learned" if detector_dir and cfg.learned.detector_dir == Path(detector_dir) else "embedding"
+    wanted = [(f"--detector-dir {detector_dir}", section)] if detector_dir else []
     wanted += [(f"--judge-model {judge_model}", "judge")] if judge_model else []
     for option, name in wanted:
         if name not in cfg.detectors:
