@@ -463,7 +463,7 @@ def fit(labelled: pl.DataFrame, folds: int = 5, seed: int = 0, c_grid: tuple[flo
     info = {
         "trained_on": {"rows": n_scored, "labels": dict(counts.iter_rows()), "hidden_followups": hidden_followups},
         "cross_validation": {"folds": n_folds, "grouped_by": "conversation", "seed": seed, "C": c_best,
-                             "dsat_average_precision": float(average_precision_score(is_dsat, logit)),
+                             "dsat_average_precision": blend_trials[blend] if blend_trials else trials[c_best][0],
                              "dsat": dsat_cv, "sat": sat_cv,
                              "average_precision_by_C": {str(c): v[0] for c, v in trials.items()},
                              **({"average_precision_by_blend": {str(k): v for k, v in blend_trials.items()}}
