@@ -289,8 +289,7 @@ def _batches(
 
     def emit(c: pl.DataFrame, m: pl.DataFrame, raw: pl.DataFrame, rows: int) -> LogBatch:
         turns, quarantine, kept = to_turns(c, m, raw, path, config.max_message_chars, seen, roles)
-        if turns["language"].is_not_null().any():
-            turns = turns.with_columns(language.codes(turns["language"]))
+        turns = turns.with_columns(language.codes(turns["language"]))
         if config.infer_language:
             turns = language.fill_turns(turns)
         return LogBatch(turns, quarantine, path, plan.fmt.name, rows, kept)
